@@ -1,0 +1,143 @@
+"""Losses averaged over the m examples of a batch, and the output head that pairs one with g[L].
+
+Examples are rows: `a, y: (m, n_L)`. Every cost here is averaged over the batch, so every gradient
+carries the factor 1/m. fnbackprop makes one choice about where that 1/m lives: **in the output
+head's dZ[L]**. Every later equation (dW = dZ^T A_prev, db = sum_i dZ) then sums over the batch and
+already yields the gradient of the averaged cost. Ng writes the same 1/m in dW and dB instead; the
+derivation transcriptions show that both placements agree.
+
+For the canonical pairs (sigmoid + bce, softmax + cross_entropy) the head uses the fused rule
+
+    dZ[L] = (A[L] - Y) / m
+
+and evaluates the cost from the logits Z[L] (no log of 0, no division by a(1 - a)). Every other pair
+uses the general rule dZ[L] = dA[L] * g'(Z[L]) with dA[L] = dC/dA[L] from the loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from .activations import Activation
+
+Array = jax.Array
+
+
+def _batch_size(a: Array) -> int:
+    return a.shape[0]
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A cost C(A, Y) averaged over the batch, its gradient dC/dA, and (if any) its canonical output."""
+
+    name: str
+    equation: str
+    cost: Callable[[Array, Array], Array]
+    grad_output: Callable[[Array, Array], Array]
+    canonical_output: str | None = None
+    cost_from_logits: Callable[[Array, Array], Array] | None = None
+
+
+def _mse(a: Array, y: Array) -> Array:
+    return jnp.sum((a - y) ** 2) / _batch_size(a)
+
+
+def _quadratic(a: Array, y: Array) -> Array:
+    return jnp.sum((a - y) ** 2) / (2 * _batch_size(a))
+
+
+def _bce(a: Array, y: Array) -> Array:
+    return -jnp.sum(y * jnp.log(a) + (1 - y) * jnp.log(1 - a)) / _batch_size(a)
+
+
+def _bce_from_logits(z: Array, y: Array) -> Array:
+    """-[y ln s(z) + (1-y) ln(1-s(z))] = softplus(z) - y z, finite for every z."""
+    return jnp.sum(jax.nn.softplus(z) - y * z) / _batch_size(z)
+
+
+def _cross_entropy(a: Array, y: Array) -> Array:
+    return -jnp.sum(y * jnp.log(a)) / _batch_size(a)
+
+
+def _cross_entropy_from_logits(z: Array, y: Array) -> Array:
+    return -jnp.sum(y * jax.nn.log_softmax(z, axis=-1)) / _batch_size(z)
+
+
+LOSSES: dict[str, Loss] = {
+    loss.name: loss
+    for loss in (
+        Loss("mse", "C = (1/m) sum_i ||a_i - y_i||^2", _mse, lambda a, y: 2 * (a - y) / _batch_size(a)),
+        Loss("quadratic", "C = (1/2m) sum_i ||a_i - y_i||^2", _quadratic, lambda a, y: (a - y) / _batch_size(a)),
+        Loss(
+            "bce",
+            "C = -(1/m) sum_i sum_k [y ln a + (1-y) ln(1-a)]",
+            _bce,
+            lambda a, y: (a - y) / (a * (1 - a) * _batch_size(a)),
+            canonical_output="sigmoid",
+            cost_from_logits=_bce_from_logits,
+        ),
+        Loss(
+            "cross_entropy",
+            "C = -(1/m) sum_i sum_k y ln a",
+            _cross_entropy,
+            lambda a, y: -y / (a * _batch_size(a)),
+            canonical_output="softmax",
+            cost_from_logits=_cross_entropy_from_logits,
+        ),
+    )
+}
+
+
+def get_loss(name: str | Loss) -> Loss:
+    """Look a loss up by name, with a clear error for unknown names."""
+    if isinstance(name, Loss):
+        return name
+    if isinstance(name, str) and name in LOSSES:
+        return LOSSES[name]
+    raise ValueError(f"unknown loss {name!r}; expected one of {sorted(LOSSES)}")
+
+
+@dataclass(frozen=True)
+class Head:
+    """The output activation g[L] and the loss, acting on the logits Z[L]."""
+
+    output: Activation
+    loss: Loss
+
+    def __post_init__(self) -> None:
+        wanted = self.loss.canonical_output
+        if wanted is not None and self.output.name != wanted:
+            raise ValueError(
+                f"loss {self.loss.name!r} needs output activation {wanted!r}, got {self.output.name!r}"
+            )
+
+    @property
+    def fused(self) -> bool:
+        """True for the canonical pairs, whose backward is dZ[L] = (A[L] - Y) / m."""
+        return self.loss.canonical_output is not None
+
+    def predict(self, z: Array) -> Array:
+        """A[L] = g[L](Z[L])."""
+        return self.output.fn(z)
+
+    def cost(self, z: Array, y: Array) -> Array:
+        """C, from the logits for the canonical pairs, from A[L] otherwise."""
+        if self.fused:
+            return self.loss.cost_from_logits(z, y)
+        return self.loss.cost(self.predict(z), y)
+
+    def backward(self, z: Array, y: Array) -> Array:
+        """dZ[L] = (A[L] - Y)/m (canonical pairs), else dZ[L] = dA[L] * g'(Z[L]) with dA[L] = dC/dA[L]."""
+        a = self.predict(z)
+        if self.fused:
+            return (a - y) / _batch_size(z)
+        return self.output.backward(z, a, self.loss.grad_output(a, y))
+
+    def grad_output(self, z: Array, y: Array) -> Array:
+        """dA[L] = dC/dA[L]; reported as an intermediate, never used by the fused backward."""
+        return self.loss.grad_output(self.predict(z), y)
