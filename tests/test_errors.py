@@ -65,9 +65,9 @@ def test_labels_out_of_range(classifier):
         net.value_and_grad(params, jnp.ones((2, 4)), jnp.array([0, 3]))
 
 
-def test_integer_labels_need_cross_entropy():
-    net = fb.mlp([4, 3])
-    with pytest.raises(ValueError, match="integer labels need loss 'cross_entropy'"):
+def test_integer_labels_need_two_classes():
+    net = fb.mlp([4, 1])
+    with pytest.raises(ValueError, match="integer labels need an output width of at least 2"):
         net.loss(net.init(jax.random.PRNGKey(0)), jnp.ones((2, 4)), jnp.array([0, 1]))
 
 

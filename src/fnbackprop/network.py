@@ -208,12 +208,12 @@ class Network:
         return x
 
     def targets(self, y: Array, x: Array) -> Array:
-        """Check y against x and the output width; integer labels become one-hot rows."""
+        """Check y against x and the output width; integer class labels become one-hot rows (any loss)."""
         m, n_out = x.shape[0], self.n_out
         y = jnp.asarray(y)
         if jnp.issubdtype(y.dtype, jnp.integer) and y.ndim == 1:
-            if self.head.loss.name != "cross_entropy":
-                raise ValueError(f"integer labels need loss 'cross_entropy'; for {self.head.loss.name!r} give y of shape ({m}, {n_out})")
+            if n_out < 2:
+                raise ValueError(f"integer labels need an output width of at least 2 classes; give y of shape ({m}, {n_out})")
             if y.shape != (m,):
                 raise ValueError(f"labels must have shape ({m},) to match x, got {y.shape}")
             if _is_concrete(y):
