@@ -8,13 +8,47 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
+#: progress, spinners and summaries when stdout must stay machine-readable (--json)
+status_console = Console(stderr=True)
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    """A summary line: to stdout with the table, to stderr when stdout carries JSON."""
+    (status_console if getattr(args, "json", False) else console).print(text)
 
 
 def _format_err(value: float) -> str:
     return "-" if value != value else f"{value:.1e}"
+
+
+def run_derivations(args: argparse.Namespace) -> int:
+    """The derivation audit; 0 when every verdict is the expected one (known mistakes flagged)."""
+    from .derivations import audit
+
+    with status_console.status("auditing the source derivations (float64)...", spinner="dots"):
+        rows = audit(args.seed)
+    if args.json:
+        print(json.dumps([{**r._asdict(), "as_expected": r.as_expected} for r in rows], indent=1))
+    else:
+        table = Table(title="source derivations, transcribed literally, checked against jax.grad (float64)")
+        for col in ("source", "equation", "verdict", "max rel. err", "detail"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            verdict = ("[green]holds[/green]" if r.passed else "[yellow]flagged[/yellow]") + ("" if r.as_expected else " [red bold](UNEXPECTED)[/red bold]")
+            table.add_row(escape(r.source), escape(r.equation), verdict, f"{r.max_rel_err:.1e}", escape(r.detail))
+        console.print(table)
+    unexpected = [r for r in rows if not r.as_expected]
+    flagged = sum(not r.passed for r in rows)
+    if unexpected:
+        _say(args, f"[red]{len(unexpected)} verdicts differ from the audit's expectation[/red]")
+        return 1
+    _say(args, f"[green]all {len(rows)} verdicts as expected: {len(rows) - flagged} equations hold, "
+               f"{flagged} printed mistakes flagged[/green]")
+    return 0
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -22,13 +56,15 @@ def run_check(args: argparse.Namespace) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    if args.derivations:
+        return run_derivations(args)
     from .check import battery
     from .numerics import TOL_FINITE_DIFF, TOL_FLOAT64
 
-    with console.status("running the agreement battery (float64)...", spinner="dots"):
+    with status_console.status("running the agreement battery (float64)...", spinner="dots"):
         rows = battery(jax.random.PRNGKey(args.seed), only=args.only)
     if not rows:
-        console.print(f"[red]no component matches --only {args.only!r}[/red]")
+        _say(args, f"[red]no component matches --only {escape(repr(args.only))}[/red]")
         return 2
     if args.json:
         print(json.dumps([{"component": r.component, **r.agreement._asdict(), "passed": r.passed} for r in rows], indent=1))
@@ -43,9 +79,9 @@ def run_check(args: argparse.Namespace) -> int:
         console.print(f"tolerances: {TOL_FLOAT64:g} against jax.grad, {TOL_FINITE_DIFF:g} against finite differences")
     failed = [r.component for r in rows if not r.passed]
     if failed:
-        console.print(f"[red]{len(failed)} of {len(rows)} disagree: {', '.join(failed)}[/red]")
+        _say(args, f"[red]{len(failed)} of {len(rows)} disagree: {', '.join(failed)}[/red]")
         return 1
-    console.print(f"[green]all {len(rows)} components agree[/green]")
+    _say(args, f"[green]all {len(rows)} components agree[/green]")
     return 0
 
 
@@ -86,7 +122,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         ds = datasets.load(args.dataset, args.data_path)
     except (FileNotFoundError, ValueError, TypeError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {escape(str(err))}")
         return 2
     output, loss = DEFAULT_HEADS[ds.task]
     output, loss = args.output or output, args.loss or loss
@@ -98,7 +134,7 @@ def run_train(args: argparse.Namespace) -> int:
         schedule = make_schedule(args.schedule, args.lr, steps, args.epochs, args.decay_rate, args.decay_epochs)
         optimizer = make_optimizer(args.optimizer, schedule, momentum=args.momentum, l2=args.l2, n_train=len(ds.x_train))
     except ValueError as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {escape(str(err))}")
         return 2
     out = Path(args.out or f"runs/{args.dataset}-{args.grad_source}-seed{args.seed}")
     config = {k: v for k, v in vars(args).items() if k != "func"} | {"sizes": sizes, "output": output, "loss": loss, "out": str(out)}
@@ -126,7 +162,7 @@ def run_train(args: argparse.Namespace) -> int:
                          grad_source=args.grad_source, out_dir=out, resume=args.resume, config=config, on_epoch=show)
         except (TrainingDiverged, FileNotFoundError, ValueError) as err:
             progress.stop()
-            console.print(f"[red]{err}[/red]")
+            console.print(f"[red]{escape(str(err))}[/red]")
             return 3 if isinstance(err, TrainingDiverged) else 2
     history = result.history
     plot_history(history, out / "curves.png", f"{args.dataset}: MLP {sizes}, {args.optimizer}, {args.grad_source} gradients")
@@ -145,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="check the hand-coded backward against jax.grad and finite differences")
     check.add_argument("--only", default=None, help="run only components whose name contains this text")
     check.add_argument("--json", action="store_true", help="print the results as JSON")
+    check.add_argument("--derivations", action="store_true",
+                       help="audit the source texts' equations (literal transcriptions) against jax.grad")
     check.add_argument("--seed", type=int, default=0)
     check.set_defaults(func=run_check)
 
