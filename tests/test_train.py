@@ -73,7 +73,7 @@ def test_scanned_epoch_equals_a_python_loop_including_the_partial_batch(problem)
     opt = make_optimizer("momentum", optax.constant_schedule(0.1))
     key = jax.random.PRNGKey(7)
     scanned, _, stats = make_epoch(net, opt, 4, 10)(params, opt.init(params), key, x, y)
-    order = jax.random.permutation(key, 10)
+    order = jax.random.permutation(key, 10)  # the epoch's key draws the order (step keys only feed dropout)
     p, s, costs = params, opt.init(params), []
     for idx in (order[0:4], order[4:8], order[8:10]):
         cost, g = net.value_and_grad(p, x[idx], y[idx])

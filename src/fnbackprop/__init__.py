@@ -3,6 +3,9 @@
 from .activations import ACTIVATIONS as ACTIVATIONS, Activation as Activation
 from .layers import Layer as Layer, activation as activation, dense as dense
 from .losses import LOSSES as LOSSES, Head as Head, Loss as Loss
+from .layers import (batch_norm as batch_norm, dropout as dropout, layer_norm as layer_norm, residual as residual,
+                     softmax as softmax)
 from .network import MLP as MLP, Network as Network, Trace as Trace, mlp as mlp, network as network
+from .verify import Report as Report, check_layer as check_layer, check_loss as check_loss, check_network as check_network
 
 __version__ = "0.1.0"

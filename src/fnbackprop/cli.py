@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # full tables in logs and pipes
 #: progress, spinners and summaries when stdout must stay machine-readable (--json)
 status_console = Console(stderr=True)
 
@@ -51,11 +51,113 @@ def run_derivations(args: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(Exception):
+    """A mistake in the command line: exit status 2, a message, no trace."""
+
+
+def load_target(spec: str):
+    """`module:attribute` or `path/to/file.py:attribute`; a zero-argument factory is called."""
+    import importlib
+    import importlib.util
+
+    if ":" not in spec:
+        raise UsageError(f"expected module:attribute or file.py:attribute, got {spec!r}")
+    where, attr = spec.rsplit(":", 1)
+    try:
+        if where.endswith(".py"):
+            path = Path(where)
+            if not path.is_file():
+                raise UsageError(f"no such file: {where}")
+            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.path.insert(0, str(path.resolve().parent))
+            module_spec.loader.exec_module(module)
+        else:
+            sys.path.insert(0, str(Path.cwd()))
+            module = importlib.import_module(where)
+    except UsageError:
+        raise
+    except ImportError as err:
+        raise UsageError(f"cannot import {where!r}: {err}") from None
+    except Exception as err:  # the user's module failed while importing
+        raise UsageError(f"importing {where!r} raised {type(err).__name__}: {err}") from None
+    if not hasattr(module, attr):
+        raise UsageError(f"{where!r} has no attribute {attr!r}")
+    obj = getattr(module, attr)
+    if not _checkable(obj) and callable(obj):
+        try:
+            obj = obj()
+        except TypeError:
+            pass
+    if not _checkable(obj):
+        raise UsageError(f"{spec} is a {type(obj).__name__}, not a layer (init, forward, backward), a network or a loss head")
+    return obj
+
+
+def _checkable(obj) -> bool:
+    from .losses import Head
+    from .network import Network
+
+    return isinstance(obj, (Network, Head)) or all(callable(getattr(obj, f, None)) for f in ("init", "forward", "backward"))
+
+
+def print_report(report) -> None:
+    table = Table(title=f"{escape(report.subject)}: hand-coded backward vs jax.vjp vs finite differences")
+    for col in ("tensor", "shape", "verdict", "rel err", "max abs", "worst at", "hand/auto", "auto vs fd", "kinks"):
+        table.add_column(col, justify="left" if col in ("tensor", "verdict") else "right")
+    for r in report.rows:
+        colour = "green" if r.ok else "red bold"
+        table.add_row(escape(r.name), str(r.shape), f"[{colour}]{escape(r.verdict)}[/{colour}]", _format_err(r.rel_err),
+                      _format_err(r.max_abs_err), str(r.worst_index), f"x{r.ratio:.3g}", _format_err(r.fd_rel_err), str(r.kinks))
+    console.print(table)
+    console.print(f"eager vs jit: max rel. error {report.jit_rel_err:.1e}; tolerance {report.tol:g} (hand vs autodiff), "
+                  f"{report.fd_tol:g} (autodiff vs finite differences)")
+    for note in report.warnings:
+        console.print(f"[yellow]warning: {escape(note)}[/yellow]")
+
+
+def run_check_target(args: argparse.Namespace) -> int:
+    """Check a user's layer, network or loss head; 0 pass, 1 fail, 2 usage error."""
+    import jax
+
+    from .losses import Head
+    from .network import Network
+    from .verify import check_layer, check_loss, check_network
+
+    try:
+        obj = load_target(args.target)
+        key = jax.random.PRNGKey(args.seed)
+        if isinstance(obj, Network):
+            report = check_network(obj, key, batch=args.batch)
+        elif isinstance(obj, Head):
+            report = check_loss(obj, key, shape=(args.batch, *(args.shape or [3])))
+        else:
+            if not args.shape:
+                raise UsageError("checking a layer needs --shape, its input shape without the batch axis (e.g. --shape 8)")
+            report = check_layer(obj, key, in_shape=tuple(args.shape), batch=args.batch)
+    except UsageError as err:
+        status_console.print(f"[red]error:[/red] {escape(str(err))}")
+        return 2
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1, default=str))
+    else:
+        print_report(report)
+    failing = report.failing()
+    if report.passed:
+        _say(args, f"[green]PASS: every tensor of {escape(report.subject)} agrees[/green]")
+        return 0
+    names = ", ".join(r.name for r in failing) or "eager vs jit"
+    _say(args, f"[red]FAIL: {escape(names)}[/red]")
+    return 1
+
+
 def run_check(args: argparse.Namespace) -> int:
     """The agreement battery: hand vs jax.grad vs finite differences, float64, a table; 1 on disagreement."""
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    if args.target:
+        return run_check_target(args)
     if args.derivations:
         return run_derivations(args)
     from .check import battery
@@ -178,7 +280,12 @@ def run_train(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fnbackprop", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="check the hand-coded backward against jax.grad and finite differences")
+    check = sub.add_parser("check", help="check the hand-coded backward against jax.grad and finite differences",
+                           description="With no target: the agreement battery over the built-in components. With "
+                                       "module:attribute (or file.py:attribute): check your own layer, network or loss head.")
+    check.add_argument("target", nargs="?", help="module:attribute or path/to/file.py:attribute of a layer, network or head")
+    check.add_argument("--shape", type=_ints, default=None, help="a layer's input shape without the batch axis, e.g. 8")
+    check.add_argument("--batch", type=int, default=4, help="batch size of the random inputs")
     check.add_argument("--only", default=None, help="run only components whose name contains this text")
     check.add_argument("--json", action="store_true", help="print the results as JSON")
     check.add_argument("--derivations", action="store_true",

@@ -6,6 +6,9 @@ A layer is any object with three pure callables (no subclassing needed; `Layer` 
     forward(params, x)           -> (y, cache)        x: (m, *in_shape)
     backward(params, cache, dy)  -> (dparams, dx)     dy = dC/dy, dparams shaped like params
 
+A layer with a true attribute `stochastic` (dropout) takes a PRNG key: `forward(params, x, key)`,
+with `key=None` meaning inference mode. Networks hand each such layer its own key per step.
+
 Examples are rows (x: (m, n_in)) and W is stored as (n_out, n_in), as in Ng's and Nielsen's texts,
 so Ng's column equations appear transposed:
 
@@ -22,7 +25,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .activations import Activation, get_activation
+from .activations import Activation, get_activation, softmax_vjp
 
 Array = jax.Array
 Params = Any
@@ -36,6 +39,7 @@ class Layer(NamedTuple):
     forward: Callable[[Params, Array], tuple[Array, Cache]]
     backward: Callable[[Params, Cache, Array], tuple[Params, Array]]
     name: str = "layer"
+    stochastic: bool = False
 
 
 def _normal(key: Array, shape: tuple[int, ...], std: float, dtype: Any) -> Array:
@@ -112,3 +116,128 @@ def activation(g: str | Activation) -> Layer:
         return {}, act.backward(z, a, da)
 
     return Layer(no_params, forward, backward, name=act.name)
+
+
+def softmax() -> Layer:
+    """A = softmax(Z) row by row, as a layer on its own (the full Jacobian-vector product).
+
+    da_k/dz_j = a_k (1[j = k] - a_j), so dz_j = sum_k da_k a_k (1[j = k] - a_j) = a_j (da_j - sum_k da_k a_k).
+    """
+    act = get_activation("softmax", hidden=False)
+
+    def forward(params: dict, z: Array) -> tuple[Array, Array]:
+        a = act.fn(z)
+        return a, a
+
+    def backward(params: dict, a: Array, da: Array) -> tuple[dict, Array]:
+        return {}, softmax_vjp(a, da)
+
+    return Layer(no_params, forward, backward, name="softmax")
+
+
+def dropout(rate: float) -> Layer:
+    """Inverted dropout: y = x * mask / (1 - rate), mask_i ~ Bernoulli(1 - rate); identity at inference.
+
+    The mask is kept in the cache, so the backward is dx = dy * mask / (1 - rate): the same units
+    dropped, the same scaling. A stochastic layer: forward(params, x, key), key=None for inference.
+    """
+    if not 0 <= rate < 1:
+        raise ValueError(f"dropout rate must lie in [0, 1), got {rate}")
+
+    def forward(params: dict, x: Array, key: Array | None) -> tuple[Array, Array]:
+        if key is None or rate == 0:
+            scale = jnp.ones_like(x)
+        else:
+            scale = jax.random.bernoulli(key, 1 - rate, x.shape).astype(x.dtype) / (1 - rate)
+        return x * scale, scale
+
+    def backward(params: dict, scale: Array, dy: Array) -> tuple[dict, Array]:
+        return {}, dy * scale
+
+    return Layer(no_params, forward, backward, name=f"dropout({rate})", stochastic=True)
+
+
+def _affine_params(key: Array, in_shape: tuple[int, ...]) -> dict:
+    (n,) = in_shape
+    return {"gamma": jnp.ones((n,), jnp.float32), "beta": jnp.zeros((n,), jnp.float32)}
+
+
+def _normalise(x: Array, axis: int, eps: float) -> tuple[Array, Array]:
+    mu = jnp.mean(x, axis=axis, keepdims=True)
+    inv_std = 1 / jnp.sqrt(jnp.var(x, axis=axis, keepdims=True) + eps)
+    return (x - mu) * inv_std, inv_std
+
+
+def _normalisation_dx(dxhat: Array, xhat: Array, inv_std: Array, axis: int) -> Array:
+    """dx = (inv_std / N) (N dxhat - sum dxhat - xhat sum(dxhat xhat)), sums over the normalised axis."""
+    n = xhat.shape[axis]
+    return inv_std / n * (n * dxhat - jnp.sum(dxhat, axis, keepdims=True) - xhat * jnp.sum(dxhat * xhat, axis, keepdims=True))
+
+
+def batch_norm(eps: float = 1e-5) -> Layer:
+    """Batch normalisation in training mode (Ioffe and Szegedy 2015), over the batch axis:
+
+        mu = (1/m) sum_i x_i,  var = (1/m) sum_i (x_i - mu)^2,  xhat = (x - mu) / sqrt(var + eps),
+        y = gamma xhat + beta.
+    Backward (the classic derivation, mu and var depending on every x_i):
+        dgamma = sum_i dy_i xhat_i,  dbeta = sum_i dy_i,  dxhat = dy gamma,
+        dx = (1 / (m sqrt(var + eps))) (m dxhat - sum_i dxhat_i - xhat sum_i dxhat_i xhat_i).
+    Batch statistics are used at evaluation time too (no running averages are kept).
+    """
+
+    def forward(params: dict, x: Array) -> tuple[Array, tuple]:
+        xhat, inv_std = _normalise(x, 0, eps)
+        return params["gamma"] * xhat + params["beta"], (xhat, inv_std)
+
+    def backward(params: dict, cache: tuple, dy: Array) -> tuple[dict, Array]:
+        xhat, inv_std = cache
+        grads = {"gamma": jnp.sum(dy * xhat, axis=0), "beta": jnp.sum(dy, axis=0)}
+        return grads, _normalisation_dx(dy * params["gamma"], xhat, inv_std, axis=0)
+
+    return Layer(_affine_params, forward, backward, name="batch_norm")
+
+
+def layer_norm(eps: float = 1e-5) -> Layer:
+    """Layer normalisation (Ba et al. 2016): batch normalisation's equations over the features of
+    each example (axis 1) instead of over the batch; dgamma and dbeta still sum over the batch."""
+
+    def forward(params: dict, x: Array) -> tuple[Array, tuple]:
+        xhat, inv_std = _normalise(x, 1, eps)
+        return params["gamma"] * xhat + params["beta"], (xhat, inv_std)
+
+    def backward(params: dict, cache: tuple, dy: Array) -> tuple[dict, Array]:
+        xhat, inv_std = cache
+        grads = {"gamma": jnp.sum(dy * xhat, axis=0), "beta": jnp.sum(dy, axis=0)}
+        return grads, _normalisation_dx(dy * params["gamma"], xhat, inv_std, axis=1)
+
+    return Layer(_affine_params, forward, backward, name="layer_norm")
+
+
+def residual(*inner: Layer) -> Layer:
+    """y = x + f(x), f the inner layers in sequence (output shape = input shape).
+
+    Backward: the identity path and the inner path both reach x, so their gradients add:
+    dx = dy + df^T dy, the inner layers' backward run in reverse.
+    """
+
+    def init(key: Array, in_shape: tuple[int, ...]) -> list:
+        params, shape = [], in_shape
+        for layer, k in zip(inner, jax.random.split(key, len(inner))):
+            params.append(layer.init(k, shape))
+            shape = jax.eval_shape(layer.forward, params[-1], jax.ShapeDtypeStruct((2, *shape), jnp.float32))[0].shape[1:]
+        return params
+
+    def forward(params: list, x: Array) -> tuple[Array, list]:
+        h, caches = x, []
+        for layer, p in zip(inner, params):
+            h, cache = layer.forward(p, h)
+            caches.append(cache)
+        return x + h, caches
+
+    def backward(params: list, caches: list, dy: Array) -> tuple[list, Array]:
+        grads, dh = [None] * len(inner), dy
+        for i in reversed(range(len(inner))):
+            grads[i], dh = inner[i].backward(params[i], caches[i], dh)
+        return grads, dy + dh
+
+    return Layer(init, forward, backward, name="residual(" + ", ".join(l.name for l in inner) + ")")

@@ -13,6 +13,7 @@ import dataclasses
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 
 from .activations import Activation
 from .layers import Layer, activation, dense_backward, dense_forward
@@ -62,14 +63,39 @@ def sum_instead_of_mean_db(net: MLP) -> MLP:
     return _map_dense(net, _summed_bias_backward)
 
 
-def g_instead_of_g_prime(net: MLP) -> MLP:
-    """dZ[l] = dA[l] * g(Z[l]) instead of dA[l] * g'(Z[l]) in every hidden layer."""
+def _map_activations(net: MLP, derivative: Callable[[Activation], Callable], label: str) -> MLP:
+    """Replace g'(z, a) in every hidden activation by `derivative(act)`."""
     def wrong(act: Activation) -> Layer:
-        return activation(dataclasses.replace(act, name=f"{act.name}-as-own-derivative", derivative=lambda z, a: a))
+        return activation(dataclasses.replace(act, name=f"{act.name} ({label})", derivative=derivative(act)))
 
     swapped = iter(net.activations)
     layers = tuple(layer if layer.forward is dense_forward else wrong(next(swapped)) for layer in net.layers)
     return dataclasses.replace(net, layers=layers)
+
+
+def g_instead_of_g_prime(net: MLP) -> MLP:
+    """dZ[l] = dA[l] * g(Z[l]) instead of dA[l] * g'(Z[l]) in every hidden layer."""
+    return _map_activations(net, lambda act: lambda z, a: a, "g for g'")
+
+
+def g_prime_of_a(net: MLP) -> MLP:
+    """dZ[l] = dA[l] * g'(A[l]): the derivative evaluated at the output instead of the input."""
+    return _map_activations(net, lambda act: lambda z, a: act.derivative(a, act.fn(a)), "g'(A)")
+
+
+def missing_g_prime(net: MLP) -> MLP:
+    """dZ[l] = dA[l]: the factor g'(Z[l]) forgotten."""
+    return _map_activations(net, lambda act: lambda z, a: jnp.ones_like(z), "no g'")
+
+
+def _sign_flipped_backward(params: dict, x: Array, dz: Array) -> tuple[dict, Array]:
+    grads, dx = dense_backward(params, x, dz)
+    return {**grads, "W": -grads["W"]}, dx
+
+
+def sign_flip(net: MLP) -> MLP:
+    """dW[l] = -dZ^T A_prev: the gradient of the cost's negative (descent becomes ascent)."""
+    return _map_dense(net, _sign_flipped_backward)
 
 
 class _StaleCacheMLP(MLP):
@@ -87,8 +113,24 @@ def previous_layers_cache(net: MLP) -> MLP:
 
 MUTATIONS: dict[str, Callable[[MLP], MLP]] = {
     "drop 1/m": drop_one_over_m,
+    "sum instead of mean in db": sum_instead_of_mean_db,
     "W instead of W^T in dA_prev": w_instead_of_w_transpose,
     "g(Z) instead of g'(Z)": g_instead_of_g_prime,
-    "sum instead of mean in db": sum_instead_of_mean_db,
+    "g'(A) instead of g'(Z)": g_prime_of_a,
+    "missing g'": missing_g_prime,
+    "sign flip in dW": sign_flip,
     "previous layer's cache": previous_layers_cache,
 }
+
+
+def reference_network() -> MLP:
+    """Equal widths (so every mistake type-checks), two different smooth hidden activations."""
+    from .network import mlp
+
+    return mlp([5, 5, 5, 5], hidden=["tanh", "sigmoid"], output="softmax", loss="cross_entropy")
+
+
+def catalogue_score(check: Callable[[MLP], bool], net: MLP | None = None) -> dict[str, bool]:
+    """{mutation: caught}, where `check(network) -> passed`; a check with teeth catches them all."""
+    net = reference_network() if net is None else net
+    return {name: not check(mutate(net)) for name, mutate in MUTATIONS.items()}

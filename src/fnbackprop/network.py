@@ -49,6 +49,17 @@ def _is_concrete(value: Any) -> bool:
     return not isinstance(value, jax.core.Tracer)
 
 
+def _layer_key(key: Array | None, i: int) -> Array | None:
+    return None if key is None else jax.random.fold_in(key, i)
+
+
+def _layer_forward(layer: Layer, params: Any, x: Array, key: Array | None):
+    """forward(params, x), or forward(params, x, key) for a stochastic layer (key None: inference)."""
+    if getattr(layer, "stochastic", False):
+        return layer.forward(params, x, key)
+    return layer.forward(params, x)
+
+
 @dataclass(frozen=True)
 class Network:
     """Layers applied in order, then a head (output activation and loss) on the last output."""
@@ -65,7 +76,8 @@ class Network:
         key = jax.random.PRNGKey(0)
         for layer in self.layers:
             params = jax.eval_shape(lambda k: layer.init(k, shape), key)
-            y, _ = jax.eval_shape(layer.forward, params, jax.ShapeDtypeStruct((1, *shape), jnp.float32))
+            y, _ = jax.eval_shape(lambda p, x: _layer_forward(layer, p, x, None), params,
+                                  jax.ShapeDtypeStruct((2, *shape), jnp.float32))
             in_shapes.append(shape)
             has_params.append(bool(jax.tree_util.tree_leaves(params)))
             shape = tuple(y.shape[1:])
@@ -99,29 +111,32 @@ class Network:
             params = jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
         return params
 
-    def logits(self, params: Params, x: Array) -> Array:
+    def logits(self, params: Params, x: Array, key: Array | None = None) -> Array:
         """Z[L], the last layer's output, before the output activation."""
-        return self._forward(self._expand(params), self._check_x(x))[0]
+        return self._forward(self._expand(params), self._check_x(x), key)[0]
 
     def apply(self, params: Params, x: Array) -> Array:
-        """yhat = A[L] = g[L](Z[L])."""
+        """yhat = A[L] = g[L](Z[L]), in inference mode (dropout off)."""
         return self.head.predict(self.logits(params, x))
 
-    def loss(self, params: Params, x: Array, y: Array) -> Array:
-        """C(params; x, y), averaged over the batch (evaluated from the logits for canonical pairs)."""
-        x, y = self._check_x(x), self.targets(y, x)
-        return self.head.cost(self._forward(self._expand(params), x)[0], y)
+    def loss(self, params: Params, x: Array, y: Array, key: Array | None = None) -> Array:
+        """C(params; x, y), averaged over the batch (evaluated from the logits for canonical pairs).
 
-    def value_and_grad(self, params: Params, x: Array, y: Array) -> tuple[Array, Params]:
+        `key` drives stochastic layers (dropout); without it they run in inference mode.
+        """
+        x, y = self._check_x(x), self.targets(y, x)
+        return self.head.cost(self._forward(self._expand(params), x, key)[0], y)
+
+    def value_and_grad(self, params: Params, x: Array, y: Array, key: Array | None = None) -> tuple[Array, Params]:
         """(C, dC/dparams) by the hand-coded backward pass."""
-        t = self.trace(params, x, y)
+        t = self.trace(params, x, y, key)
         return t.cost, t.grads
 
-    def trace(self, params: Params, x: Array, y: Array) -> Trace:
+    def trace(self, params: Params, x: Array, y: Array, key: Array | None = None) -> Trace:
         """Hand-coded forward and backward, keeping every layer's output and upstream gradient."""
         x, y = self._check_x(x), self.targets(y, x)
         full = self._expand(params)
-        z, caches, outputs = self._forward(full, x)
+        z, caches, outputs = self._forward(full, x, key)
         dz = self.head.backward(z, y)
         grads, cotangents, dx = self._backward(full, caches, dz)
         return Trace(
@@ -140,16 +155,17 @@ class Network:
 
         `jax.grad`, `jax.vmap` (per-example gradients), `jax.jit` and optax then all run through
         the hand-coded equations. The cotangent of float targets y is autodiff of the cost in y
-        (not part of any derivation); integer labels get none.
+        (not part of any derivation); integer labels get none. Stochastic layers run in inference
+        mode here; train them with `value_and_grad(..., key=...)`.
         """
 
         @jax.custom_vjp
         def core(params, x, y):
-            return self.head.cost(self._forward(self._expand(params), x)[0], y)
+            return self.head.cost(self._forward(self._expand(params), x, None)[0], y)
 
         def fwd(params, x, y):
             full = self._expand(params)
-            z, caches, _ = self._forward(full, x)
+            z, caches, _ = self._forward(full, x, None)
             return self.head.cost(z, y), (full, caches, z, y)
 
         def bwd(res, g):
@@ -166,22 +182,23 @@ class Network:
 
         return hand_loss
 
-    def probed_cost(self, params: Params, x: Array, y: Array, probes: tuple, output_probe: Array) -> Array:
+    def probed_cost(self, params: Params, x: Array, y: Array, probes: tuple, output_probe: Array,
+                    key: Array | None = None) -> Array:
         """The cost with a probe added to every layer's output and to A[L].
 
         At zero probes it equals the cost, and its autodiff gradient in `probes[i]` is dC/d(output
         of layer i), in `output_probe` dC/dA[L]: the autodiff reference for the intermediates.
         """
         x, y = self._check_x(x), self.targets(y, x)
-        for layer, p, probe in zip(self.layers, self._expand(params), probes):
-            x = layer.forward(p, x)[0] + probe
+        for i, (layer, p, probe) in enumerate(zip(self.layers, self._expand(params), probes)):
+            x = _layer_forward(layer, p, x, _layer_key(key, i))[0] + probe
         return self.head.loss.cost(self.head.predict(x) + output_probe, y)
 
     # ----- the engine ------------------------------------------------------------------------
-    def _forward(self, full: list, x: Array) -> tuple[Array, list, list]:
+    def _forward(self, full: list, x: Array, key: Array | None) -> tuple[Array, list, list]:
         caches, outputs = [], []
-        for layer, p in zip(self.layers, full):
-            x, cache = layer.forward(p, x)
+        for i, (layer, p) in enumerate(zip(self.layers, full)):
+            x, cache = _layer_forward(layer, p, x, _layer_key(key, i))
             caches.append(cache)
             outputs.append(x)
         return x, caches, outputs

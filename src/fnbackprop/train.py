@@ -37,7 +37,10 @@ CHECKPOINT_NAME = "checkpoint.npz"
 
 
 def gradient_function(net: Network, source: str) -> Callable:
-    """(params, x, y) -> (cost, grads), by the hand-coded backward or by jax.grad."""
+    """(params, x, y, key=None) -> (cost, grads), by the hand-coded backward or by jax.grad.
+
+    `key` reaches stochastic layers (dropout); the same key gives both sources the same masks.
+    """
     if source == "hand":
         return net.value_and_grad
     if source == "autodiff":
@@ -109,9 +112,9 @@ def make_epoch(net: Network, optimizer: optax.GradientTransformation, batch_size
     grad_fn = gradient_function(net, grad_source)
     n_full, remainder = divmod(n, batch_size)
 
-    def step(carry, idx, x, y):
-        params, opt_state = carry
-        cost, grads = grad_fn(params, x[idx], y[idx])
+    def step(carry, batch, x, y):
+        (params, opt_state), (idx, key) = carry, batch
+        cost, grads = grad_fn(params, x[idx], y[idx], key)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         norms = jax.tree_util.tree_map(jnp.linalg.norm, grads)
         return (params := optax.apply_updates(params, updates), opt_state), (cost, norms)
@@ -119,11 +122,13 @@ def make_epoch(net: Network, optimizer: optax.GradientTransformation, batch_size
     @jax.jit
     def epoch(params, opt_state, key, x, y):
         order = jax.random.permutation(key, n)
-        body = lambda carry, idx: step(carry, idx, x, y)  # noqa: E731
-        carry, (costs, norms) = jax.lax.scan(body, (params, opt_state), order[: n_full * batch_size].reshape(n_full, batch_size))
+        step_keys = jax.random.split(jax.random.fold_in(key, 1), n_full + 1)  # for stochastic layers
+        body = lambda carry, batch: step(carry, batch, x, y)  # noqa: E731
+        batches = (order[: n_full * batch_size].reshape(n_full, batch_size), step_keys[:n_full])
+        carry, (costs, norms) = jax.lax.scan(body, (params, opt_state), batches)
         weights = jnp.full(n_full, batch_size, costs.dtype)
         if remainder:
-            carry, (cost, norm) = body(carry, order[n_full * batch_size:])
+            carry, (cost, norm) = body(carry, (order[n_full * batch_size:], step_keys[n_full]))
             costs, weights = jnp.append(costs, cost), jnp.append(weights, remainder)
             norms = jax.tree_util.tree_map(lambda ns, last: jnp.append(ns, last), norms, norm)
         steps = n_full + bool(remainder)
