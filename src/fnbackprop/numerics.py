@@ -28,17 +28,29 @@ TOL_FLOAT32 = 2e-5
 TOL_FINITE_DIFF = 1e-6
 
 
-def rel_err(a: Any, b: Any) -> float:
-    """max over leaves of ||a - b||_inf / max(||a||_inf, ||b||_inf); 0 when both are zero."""
+def rel_err(a: Any, b: Any, floor: float = 0.0) -> float:
+    """max over leaves of ||a - b||_inf / max(||a||_inf, ||b||_inf, floor); 0 when both are zero.
+
+    `floor` keeps a leaf whose true value is 0 (pure rounding noise on both sides) from reading as
+    a large relative error; see `noise_floor`.
+    """
     worst = 0.0
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         if x.shape != y.shape:
             return float("inf")
-        scale = max(np.max(np.abs(x), initial=0.0), np.max(np.abs(y), initial=0.0))
+        scale = max(np.max(np.abs(x), initial=0.0), np.max(np.abs(y), initial=0.0), floor)
         if scale > 0:
             worst = max(worst, float(np.max(np.abs(x - y)) / scale))
     return worst
+
+
+def noise_floor(reference: Any, dtype: Any, tol: float) -> float:
+    """10 eps / tol times the largest |entry| of `reference`: below it, rounding noise of the largest
+    gradient could read as a relative error above `tol`, so smaller tensors are judged against it.
+    (float64 at 1e-10: 2.2e-5 of the largest gradient; float32 at 2e-5: 6e-2.)"""
+    largest = max((float(np.max(np.abs(np.asarray(leaf)), initial=0.0)) for leaf in jax.tree_util.tree_leaves(reference)), default=0.0)
+    return 10 * float(jnp.finfo(dtype).eps) / tol * largest
 
 
 def abs_err(a: Any, b: Any) -> float:

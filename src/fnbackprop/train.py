@@ -199,7 +199,7 @@ def fit(
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     init_key, shuffle_key = jax.random.split(key)
-    params = net.init(init_key) if params is None else params
+    params = net.init(init_key, np.asarray(data.x_train).dtype) if params is None else params  # one dtype throughout
     opt_state = optimizer.init(params)
     history: list[dict] = []
     out = Path(out_dir) if out_dir is not None else None

@@ -15,7 +15,9 @@ Verdicts tell the cases apart: hand != autodiff while autodiff == finite differe
 backward is wrong*; autodiff != finite differences means the references themselves disagree (a
 precision problem, or a broken finite-difference routine). Entries where the function has a kink
 (one-sided slopes differ, as where a ReLU mask changes between x+h and x-h) are reported as kinks,
-not failures. Errors are never scaled by array size: `rel` is max|a-b| / max(max|a|, max|b|), and
+not failures. Errors are never scaled by array size: `rel` is max|a-b| / max(max|a|, max|b|, floor), the floor
+being the rounding noise of the largest gradient in the check (a tensor whose true gradient is 0,
+like a bias before batch norm, is otherwise pure noise on both sides), and
 `ratio` is the least-squares fit hand ~ ratio x autodiff (a missing 1/m reads "x m", a sign flip "x -1").
 """
 
@@ -31,7 +33,7 @@ import numpy as np
 from .layers import Layer
 from .losses import Head
 from .network import Network, _layer_forward
-from .numerics import TOL_FINITE_DIFF, TOL_FLOAT32, TOL_FLOAT64, rel_err
+from .numerics import TOL_FINITE_DIFF, TOL_FLOAT32, TOL_FLOAT64, noise_floor, rel_err
 
 Array = jax.Array
 
@@ -86,17 +88,19 @@ def _ratio(hand: np.ndarray, auto: np.ndarray) -> float:
     return float(np.vdot(hand, auto)) / denom if denom > 0 else float("nan")
 
 
-def compare_tensor(name: str, hand: Any, auto: Any, tol: float, fd: tuple | None = None, fd_tol: float = TOL_FINITE_DIFF) -> TensorRow:
+def compare_tensor(name: str, hand: Any, auto: Any, tol: float, fd: tuple | None = None, fd_tol: float = TOL_FINITE_DIFF,
+                   floor: float = 0.0) -> TensorRow:
     """One row: hand vs autodiff everywhere, autodiff vs finite differences at the sampled entries.
 
-    `fd` is (flat indices, finite-difference values, second differences) or None.
+    `fd` is (flat indices, finite-difference values, second differences) or None; `floor` is the
+    smallest scale a relative error is taken against (`fnbackprop.numerics.noise_floor`).
     """
     hand, auto = np.asarray(hand), np.asarray(auto)
     if hand.shape != auto.shape or not np.issubdtype(hand.dtype, np.floating):
         return TensorRow(name, tuple(auto.shape), False, float("inf"), float("inf"), (), float("nan"), float("nan"), 0,
                          f"shape/dtype mismatch: hand {hand.shape} {hand.dtype}, expected {auto.shape} {auto.dtype}")
     diff = np.abs(hand.astype(np.float64) - auto)
-    scale = max(np.max(np.abs(hand), initial=0.0), np.max(np.abs(auto), initial=0.0))
+    scale = max(np.max(np.abs(hand), initial=0.0), np.max(np.abs(auto), initial=0.0), floor)
     rel = float(np.max(diff, initial=0.0) / scale) if scale > 0 else 0.0
     worst = tuple(int(i) for i in np.unravel_index(np.argmax(diff), diff.shape)) if diff.size else ()
     kink_mask = np.zeros(auto.size, bool)
@@ -108,7 +112,7 @@ def compare_tensor(name: str, hand: Any, auto: Any, tol: float, fd: tuple | None
         kink_mask[idx[kinks_here]] = True
         smooth = ~kinks_here
         a, f = auto.reshape(-1)[idx[smooth]], fd_values[smooth]
-        fd_scale = max(np.max(np.abs(a), initial=0.0), np.max(np.abs(f), initial=0.0))
+        fd_scale = max(np.max(np.abs(a), initial=0.0), np.max(np.abs(f), initial=0.0), floor)
         fd_rel = float(np.max(np.abs(a - f), initial=0.0) / fd_scale) if fd_scale > 0 else 0.0
     bad = (diff.reshape(-1) > tol * scale) if scale > 0 else np.zeros(diff.size, bool)
     if rel <= tol:
@@ -170,9 +174,9 @@ def _paths(tree: Any, prefix: str) -> list[str]:
     return [prefix + jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
-def _rows(names, hand_leaves, auto_leaves, fd_list, tol, fd_tol) -> list[TensorRow]:
+def _rows(names, hand_leaves, auto_leaves, fd_list, tol, fd_tol, floor) -> list[TensorRow]:
     fd_list = fd_list if fd_list is not None else [None] * len(names)
-    return [compare_tensor(n, h, a, tol, fd, fd_tol) for n, h, a, fd in zip(names, hand_leaves, auto_leaves, fd_list)]
+    return [compare_tensor(n, h, a, tol, fd, fd_tol, floor) for n, h, a, fd in zip(names, hand_leaves, auto_leaves, fd_list)]
 
 
 # ----- the public checks -----------------------------------------------------------------------------
@@ -208,8 +212,10 @@ def check_layer(layer: Layer, key: Array, x: Array | None = None, *, in_shape: t
     hand_leaves = jax.tree_util.tree_leaves(hand[0]) + [hand[1]]
     if len(hand_leaves) != len(names):
         raise ValueError(f"backward returned {len(hand_leaves) - 1} parameter gradients for {len(names) - 1} parameters")
-    rows = _rows(names, hand_leaves, jax.tree_util.tree_leaves(auto[0]) + [auto[1]], fd, tol, fd_tol)
-    return Report(getattr(layer, "name", type(layer).__name__), rows, rel_err(hand, jitted), tol, fd_tol, notes)
+    auto_leaves = jax.tree_util.tree_leaves(auto[0]) + [auto[1]]
+    floor = noise_floor(auto_leaves, dtype, tol)
+    rows = _rows(names, hand_leaves, auto_leaves, fd, tol, fd_tol, floor)
+    return Report(getattr(layer, "name", type(layer).__name__), rows, rel_err(hand, jitted, floor), tol, fd_tol, notes)
 
 
 def check_loss(head: Head, key: Array, z: Array | None = None, y: Array | None = None, *, shape: tuple = (4, 3),
@@ -226,8 +232,9 @@ def check_loss(head: Head, key: Array, z: Array | None = None, y: Array | None =
     jitted = jax.jit(head.backward)(z, y)
     auto = jax.grad(head.cost)(z, y)
     fd = finite_differences(lambda t: head.cost(t, y), z, kf)
-    rows = _rows(["dZ[L]"], [hand], [auto], fd, tol, fd_tol)
-    return Report(f"{head.output.name} + {head.loss.name}", rows, rel_err(hand, jitted), tol, fd_tol, notes)
+    floor = noise_floor(auto, dtype, tol)
+    rows = _rows(["dZ[L]"], [hand], [auto], fd, tol, fd_tol, floor)
+    return Report(f"{head.output.name} + {head.loss.name}", rows, rel_err(hand, jitted, floor), tol, fd_tol, notes)
 
 
 def check_network(net: Network, key: Array, x: Array | None = None, y: Array | None = None, *, batch: int = 4,
@@ -249,9 +256,10 @@ def check_network(net: Network, key: Array, x: Array | None = None, y: Array | N
     probe_grads = jax.grad(net.probed_cost, argnums=3)(params, x, y, probes, jnp.zeros_like(trace.prediction), skey)
     fd = finite_differences(lambda t: net.loss(t["params"], t["x"], y, skey), {"params": params, "x": x}, k_fd)
     names = _paths(params, "params") + ["dx"]
-    rows = _rows(names, jax.tree_util.tree_leaves(trace.grads) + [trace.dx],
-                 jax.tree_util.tree_leaves(grads_auto) + [dx_auto], fd, tol, fd_tol)
-    layer_names = [f"upstream of layer {i} ({getattr(layer, 'name', 'layer')})" for i, layer in enumerate(net.layers)]
-    rows += _rows(layer_names, list(trace.cotangents), list(probe_grads), None, tol, fd_tol)
-    jit_err = rel_err((trace.grads, trace.dx, trace.cotangents), (jitted.grads, jitted.dx, jitted.cotangents))
+    auto_leaves = jax.tree_util.tree_leaves(grads_auto) + [dx_auto]
+    floor = noise_floor(auto_leaves, dtype, tol)
+    rows = _rows(names, jax.tree_util.tree_leaves(trace.grads) + [trace.dx], auto_leaves, fd, tol, fd_tol, floor)
+    layer_names = [f"upstream of layer {i} ({getattr(layer, 'name', type(layer).__name__)})" for i, layer in enumerate(net.layers)]
+    rows += _rows(layer_names, list(trace.cotangents), list(probe_grads), None, tol, fd_tol, noise_floor(probe_grads, dtype, tol))
+    jit_err = rel_err((trace.grads, trace.dx, trace.cotangents), (jitted.grads, jitted.dx, jitted.cotangents), floor)
     return Report(f"network of {len(net.layers)} layers", rows, jit_err, tol, fd_tol, notes)
