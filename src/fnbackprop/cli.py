@@ -238,10 +238,22 @@ def run_train(args: argparse.Namespace) -> int:
     except ValueError as err:
         console.print(f"[red]error:[/red] {escape(str(err))}")
         return 2
+    try:
+        mesh = None
+        if args.devices > 1:
+            from .parallel import make_mesh
+
+            mesh = make_mesh(args.devices)
+            if args.batch_size % args.devices:
+                raise ValueError(f"--batch-size {args.batch_size} must be a multiple of --devices {args.devices}")
+    except ValueError as err:
+        console.print(f"[red]error:[/red] {escape(str(err))}")
+        return 2
     out = Path(args.out or f"runs/{args.dataset}-{args.grad_source}-seed{args.seed}")
     config = {k: v for k, v in vars(args).items() if k != "func"} | {"sizes": sizes, "output": output, "loss": loss, "out": str(out)}
     console.print(f"[bold]{args.dataset}[/bold]: {len(ds.x_train)} train / {len(ds.x_test)} test examples; "
-                  f"MLP {sizes}, {hidden} hidden, {output} + {loss}; {args.optimizer} lr {args.lr}, batch {args.batch_size}")
+                  f"MLP {sizes}, {hidden} hidden, {output} + {loss}; {args.optimizer} lr {args.lr}, batch {args.batch_size}"
+                  + (f", data-parallel over {args.devices} {jax.devices()[0].platform} devices" if mesh else ""))
 
     key = jax.random.PRNGKey(args.seed)
     probe = net.init(jax.random.split(key)[0])
@@ -261,7 +273,8 @@ def run_train(args: argparse.Namespace) -> int:
 
         try:
             result = fit(net, ds, optimizer=optimizer, epochs=args.epochs, batch_size=args.batch_size, key=key,
-                         grad_source=args.grad_source, out_dir=out, resume=args.resume, config=config, on_epoch=show)
+                         grad_source=args.grad_source, out_dir=out, resume=args.resume, config=config, on_epoch=show,
+                         mesh=mesh)
         except (TrainingDiverged, FileNotFoundError, ValueError) as err:
             progress.stop()
             console.print(f"[red]{escape(str(err))}[/red]")
@@ -315,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--grad-source", default="hand", choices=["hand", "autodiff"])
     train.add_argument("--out", default=None, help="output folder (default: runs/DATASET-SOURCE-seedN)")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    train.add_argument("--devices", type=int, default=1,
+                       help="data-parallel over N devices (CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N)")
     train.set_defaults(func=run_train)
     return parser
 

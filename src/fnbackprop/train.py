@@ -105,14 +105,27 @@ class EpochStats(NamedTuple):
 
 
 def make_epoch(net: Network, optimizer: optax.GradientTransformation, batch_size: int, n: int,
-               grad_source: str = "hand") -> Callable:
-    """A jitted `(params, opt_state, key, x, y) -> (params, opt_state, EpochStats)` for n examples."""
+               grad_source: str = "hand", mesh: Any = None) -> Callable:
+    """A jitted `(params, opt_state, key, x, y) -> (params, opt_state, EpochStats)` for n examples.
+
+    With a device `mesh` (`fnbackprop.parallel.make_mesh`), every full batch is split across the
+    devices and the per-device gradients are combined with psum (`shard_map_value_and_grad`); a last
+    partial batch that does not divide evenly runs as one ordinary jit-compiled step.
+    """
     if not 1 <= batch_size:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    grad_fn = gradient_function(net, grad_source)
     n_full, remainder = divmod(n, batch_size)
+    grad_fn = full_grad_fn = gradient_function(net, grad_source)
+    if mesh is not None and mesh.devices.size > 1:
+        from .parallel import shard_map_value_and_grad
 
-    def step(carry, batch, x, y):
+        if batch_size % mesh.devices.size:
+            raise ValueError(f"batch size {batch_size} does not divide evenly among {mesh.devices.size} devices")
+        full_grad_fn = shard_map_value_and_grad(net, mesh, grad_fn)
+        if remainder % mesh.devices.size == 0:
+            grad_fn = full_grad_fn
+
+    def step(carry, batch, x, y, grad_fn=grad_fn):
         (params, opt_state), (idx, key) = carry, batch
         cost, grads = grad_fn(params, x[idx], y[idx], key)
         updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -123,12 +136,12 @@ def make_epoch(net: Network, optimizer: optax.GradientTransformation, batch_size
     def epoch(params, opt_state, key, x, y):
         order = jax.random.permutation(key, n)
         step_keys = jax.random.split(jax.random.fold_in(key, 1), n_full + 1)  # for stochastic layers
-        body = lambda carry, batch: step(carry, batch, x, y)  # noqa: E731
+        body = lambda carry, batch: step(carry, batch, x, y, full_grad_fn)  # noqa: E731
         batches = (order[: n_full * batch_size].reshape(n_full, batch_size), step_keys[:n_full])
         carry, (costs, norms) = jax.lax.scan(body, (params, opt_state), batches)
         weights = jnp.full(n_full, batch_size, costs.dtype)
         if remainder:
-            carry, (cost, norm) = body(carry, (order[n_full * batch_size:], step_keys[n_full]))
+            carry, (cost, norm) = step(carry, (order[n_full * batch_size:], step_keys[n_full]), x, y)
             costs, weights = jnp.append(costs, cost), jnp.append(weights, remainder)
             norms = jax.tree_util.tree_map(lambda ns, last: jnp.append(ns, last), norms, norm)
         steps = n_full + bool(remainder)
@@ -189,12 +202,14 @@ def fit(
     resume: bool = False,
     config: dict | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    mesh: Any = None,
 ) -> TrainResult:
     """Mini-batch training; each epoch one compiled call, then metrics, checkpoint and results JSON.
 
     With `out_dir`, after every epoch the parameters and optimizer state go to
     `out_dir/checkpoint.npz` and the configuration and metrics so far to `out_dir/results.json`.
     `resume=True` continues from that checkpoint. A non-finite cost raises `TrainingDiverged`.
+    `mesh` trains data-parallel across its devices (see `make_epoch`).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
@@ -214,7 +229,7 @@ def fit(
     splits = {"train": (x_tr, y_tr), "test": (jnp.asarray(data.x_test), jnp.asarray(data.y_test))}
     if data.x_val is not None:
         splits["val"] = (jnp.asarray(data.x_val), jnp.asarray(data.y_val))
-    run_epoch = make_epoch(net, optimizer, batch_size, len(data.x_train), grad_source)
+    run_epoch = make_epoch(net, optimizer, batch_size, len(data.x_train), grad_source, mesh)
     evaluate_split = jax.jit(lambda p, x, y: _evaluate(net, data.task, p, x, y))
 
     for epoch in range(len(history) + 1, epochs + 1):
