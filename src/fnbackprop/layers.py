@@ -174,6 +174,21 @@ def _normalisation_dx(dxhat: Array, xhat: Array, inv_std: Array, axis: int) -> A
     return inv_std / n * (n * dxhat - jnp.sum(dxhat, axis, keepdims=True) - xhat * jnp.sum(dxhat * xhat, axis, keepdims=True))
 
 
+def _normalisation(axis: int, eps: float, name: str) -> Layer:
+    """y = gamma xhat + beta, xhat normalised over `axis`; dgamma, dbeta sum over the batch (axis 0)."""
+
+    def forward(params: dict, x: Array) -> tuple[Array, tuple]:
+        xhat, inv_std = _normalise(x, axis, eps)
+        return params["gamma"] * xhat + params["beta"], (xhat, inv_std)
+
+    def backward(params: dict, cache: tuple, dy: Array) -> tuple[dict, Array]:
+        xhat, inv_std = cache
+        grads = {"gamma": jnp.sum(dy * xhat, axis=0), "beta": jnp.sum(dy, axis=0)}
+        return grads, _normalisation_dx(dy * params["gamma"], xhat, inv_std, axis=axis)
+
+    return Layer(_affine_params, forward, backward, name=name)
+
+
 def batch_norm(eps: float = 1e-5) -> Layer:
     """Batch normalisation in training mode (Ioffe and Szegedy 2015), over the batch axis:
 
@@ -184,33 +199,13 @@ def batch_norm(eps: float = 1e-5) -> Layer:
         dx = (1 / (m sqrt(var + eps))) (m dxhat - sum_i dxhat_i - xhat sum_i dxhat_i xhat_i).
     Batch statistics are used at evaluation time too (no running averages are kept).
     """
-
-    def forward(params: dict, x: Array) -> tuple[Array, tuple]:
-        xhat, inv_std = _normalise(x, 0, eps)
-        return params["gamma"] * xhat + params["beta"], (xhat, inv_std)
-
-    def backward(params: dict, cache: tuple, dy: Array) -> tuple[dict, Array]:
-        xhat, inv_std = cache
-        grads = {"gamma": jnp.sum(dy * xhat, axis=0), "beta": jnp.sum(dy, axis=0)}
-        return grads, _normalisation_dx(dy * params["gamma"], xhat, inv_std, axis=0)
-
-    return Layer(_affine_params, forward, backward, name="batch_norm")
+    return _normalisation(0, eps, "batch_norm")
 
 
 def layer_norm(eps: float = 1e-5) -> Layer:
     """Layer normalisation (Ba et al. 2016): batch normalisation's equations over the features of
     each example (axis 1) instead of over the batch; dgamma and dbeta still sum over the batch."""
-
-    def forward(params: dict, x: Array) -> tuple[Array, tuple]:
-        xhat, inv_std = _normalise(x, 1, eps)
-        return params["gamma"] * xhat + params["beta"], (xhat, inv_std)
-
-    def backward(params: dict, cache: tuple, dy: Array) -> tuple[dict, Array]:
-        xhat, inv_std = cache
-        grads = {"gamma": jnp.sum(dy * xhat, axis=0), "beta": jnp.sum(dy, axis=0)}
-        return grads, _normalisation_dx(dy * params["gamma"], xhat, inv_std, axis=1)
-
-    return Layer(_affine_params, forward, backward, name="layer_norm")
+    return _normalisation(1, eps, "layer_norm")
 
 
 def residual(*inner: Layer) -> Layer:
