@@ -108,7 +108,7 @@ def _fit(ds, **kw):
 def test_hand_and_autodiff_sources_give_the_same_trajectory(digits):
     hand = _fit(digits, epochs=1, grad_source="hand")
     auto = _fit(digits, epochs=1, grad_source="autodiff")
-    assert rel_err(hand.params, auto.params) <= 1e-4  # 45 float32 steps: rounding compounds, nothing else
+    assert rel_err(hand.params, auto.params) <= 5e-6  # 45 float32 steps; measured 3.4e-7: rounding only
     assert hand.history[0]["test_accuracy"] == pytest.approx(auto.history[0]["test_accuracy"], abs=1 / 360)
 
 

@@ -1,7 +1,6 @@
 """The per-tensor checker: built-in layers, a user's layer, kinks, the mutation catalogue and its controls."""
 
 import json
-import textwrap
 from typing import NamedTuple
 
 import jax
@@ -19,7 +18,7 @@ from fnbackprop.layers import activation, dense
 from fnbackprop.losses import LOSSES, Head
 from fnbackprop.mutations import MUTATIONS, catalogue_score, drop_one_over_m, reference_network
 from fnbackprop.train import fit, make_optimizer
-from fnbackprop.verify import check_layer, check_loss, check_network, finite_differences_at
+from fnbackprop.verify import TensorRow, check_layer, check_loss, check_network, finite_differences_at
 
 
 class Scale(NamedTuple):
@@ -80,8 +79,8 @@ def test_mlp_with_batch_norm_and_dropout_trains_and_both_sources_agree(key):
     # Same dropout masks, so every parameter follows the same trajectory to float32 rounding, except
     # the bias of the dense layer before batch norm: its true gradient is 0 (batch norm removes the
     # mean), so it only ever receives rounding noise, which differs between the sources but stays tiny.
-    hand_leaves = dict((jax.tree_util.keystr(p), v) for p, v in jax.tree_util.tree_leaves_with_path(hand.params))
-    auto_leaves = dict((jax.tree_util.keystr(p), v) for p, v in jax.tree_util.tree_leaves_with_path(auto.params))
+    hand_leaves, auto_leaves = ({jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(r.params)}
+                                for r in (hand, auto))
     noise_only = "[0]['b']"
     for name in hand_leaves:
         if name != noise_only:
@@ -165,46 +164,23 @@ def test_a_wrong_loss_head_fails(key):
     assert not report.passed and report.rows[0].ratio == pytest.approx(4.0)  # "x m"
 
 
-USER_FILE = '''
-import jax.numpy as jnp
-from typing import NamedTuple
-
-class Scale(NamedTuple):
-    def init(self, key, in_shape):
-        return {"s": jnp.ones(in_shape) * 1.5, "t": jnp.zeros(in_shape)}
-    def forward(self, params, x):
-        return x * params["s"] + params["t"], x
-    def backward(self, params, x, dy):
-        return {"s": jnp.sum(dy * x, 0), "t": jnp.sum(dy, 0)}, dy * params["s"]
-
-class Buggy(Scale):
-    def backward(self, params, x, dy):
-        return {"s": jnp.sum(dy * x, 0), "t": jnp.sum(dy, 0)}, dy  # forgot the factor s in dx
-
-good, buggy, not_a_layer = Scale(), Buggy(), 42
-'''
+THIS_FILE = __file__  # the CLI loads the layers defined above straight from this file
 
 
-@pytest.fixture
-def user_file(tmp_path):
-    path = tmp_path / "user_layers.py"
-    path.write_text(textwrap.dedent(USER_FILE))
-    return str(path)
-
-
-def test_cli_check_target_exit_codes(user_file, capsys):
-    assert cli.main(["check", f"{user_file}:good", "--shape", "5"]) == 0
-    assert cli.main(["check", f"{user_file}:buggy", "--shape", "5"]) == 1
+def test_cli_check_target_exit_codes(capsys):
+    assert cli.main(["check", f"{THIS_FILE}:Scale", "--shape", "5"]) == 0  # a class: instantiated
+    assert cli.main(["check", f"{THIS_FILE}:ScaleWithBug", "--shape", "5"]) == 1
     out = capsys.readouterr().out
-    assert "FAIL: dx" in out and "backward wrong" in out
-    assert cli.main(["check", f"{user_file}:buggy", "--shape", "5", "--json"]) == 1
+    assert "FAIL: params['t']" in out and "backward wrong" in out and "x0.25" in out  # mean for sum at batch 4
+    assert cli.main(["check", f"{THIS_FILE}:ScaleWithBug", "--shape", "5", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert not report["passed"] and [r["name"] for r in report["rows"] if r["verdict"] != "ok"] == ["dx"]
+    assert not report["passed"] and [r["name"] for r in report["rows"] if r["verdict"] != "ok"] == ["params['t']"]
 
 
 @pytest.mark.parametrize("target,message", [("no_such_module:x", "cannot import"), ("{f}:missing", "has no attribute"),
-                                            ("{f}:not_a_layer", "not a layer"), ("{f}:good", "needs --shape"),
+                                            ("{f}:json", "not a layer"), ("{f}:Scale", "needs --shape"),
+                                            ("{f}:TensorRow", "needs arguments to build"),
                                             ("just_a_name", "module:attribute")])
-def test_cli_check_target_usage_errors(user_file, capsys, target, message):
-    assert cli.main(["check", target.format(f=user_file)]) == 2
+def test_cli_check_target_usage_errors(capsys, target, message):
+    assert cli.main(["check", target.format(f=THIS_FILE)]) == 2
     assert message in capsys.readouterr().err

@@ -113,6 +113,7 @@ def valid_heads() -> Iterator[tuple[str, str]]:
 
 class BatteryRow(NamedTuple):
     component: str
+    equation: str  # the derivative (hidden) or the cost (output) under test
     agreement: Agreement
     passed: bool
 
@@ -122,13 +123,13 @@ def battery(key: Array, m: int = 5, only: str | None = None) -> list[BatteryRow]
 
     `only` keeps the components whose name contains it.
     """
-    cases = [(f"hidden {g}", mlp([4, 6, 5, 3], hidden=g, output="identity", loss="mse"), "mse")
+    cases = [(f"hidden {g}", act.equation, mlp([4, 6, 5, 3], hidden=g, output="identity", loss="mse"), "mse")
              for g, act in ACTIVATIONS.items() if act.hidden_ok]
-    cases += [(f"output {out} + {loss}", mlp([4, 6, 3], hidden="tanh", output=out, loss=loss), loss)
+    cases += [(f"output {out} + {loss}", LOSSES[loss].equation, mlp([4, 6, 3], hidden="tanh", output=out, loss=loss), loss)
               for out, loss in valid_heads()]
     cases = [case for case in cases if only is None or only in case[0]]
     rows = []
-    for (name, net, loss), k in zip(cases, jax.random.split(key, len(cases))):
+    for (name, equation, net, loss), k in zip(cases, jax.random.split(key, len(cases))):
         agreement = compare(net, *sample_away_from_kinks(net, k, m, loss))
-        rows.append(BatteryRow(name, agreement, agreement.passed()))
+        rows.append(BatteryRow(name, equation, agreement, agreement.passed()))
     return rows

@@ -84,21 +84,23 @@ def load_target(spec: str):
     if not hasattr(module, attr):
         raise UsageError(f"{where!r} has no attribute {attr!r}")
     obj = getattr(module, attr)
-    if not _checkable(obj) and callable(obj):
+    if isinstance(obj, type) or (not _checkable(obj) and callable(obj)):  # a class or a zero-argument factory
         try:
             obj = obj()
-        except TypeError:
-            pass
+        except TypeError as err:
+            raise UsageError(f"{spec} needs arguments to build ({err}); point at an instance instead") from None
     if not _checkable(obj):
         raise UsageError(f"{spec} is a {type(obj).__name__}, not a layer (init, forward, backward), a network or a loss head")
     return obj
 
 
 def _checkable(obj) -> bool:
+    """A network, a loss head, or an instance with the layer protocol's three callables."""
     from .losses import Head
     from .network import Network
 
-    return isinstance(obj, (Network, Head)) or all(callable(getattr(obj, f, None)) for f in ("init", "forward", "backward"))
+    return isinstance(obj, (Network, Head)) or (
+        not isinstance(obj, type) and all(callable(getattr(obj, f, None)) for f in ("init", "forward", "backward")))
 
 
 def print_report(report) -> None:
@@ -169,14 +171,15 @@ def run_check(args: argparse.Namespace) -> int:
         _say(args, f"[red]no component matches --only {escape(repr(args.only))}[/red]")
         return 2
     if args.json:
-        print(json.dumps([{"component": r.component, **r.agreement._asdict(), "passed": r.passed} for r in rows], indent=1))
+        print(json.dumps([{"component": r.component, "equation": r.equation, **r.agreement._asdict(), "passed": r.passed}
+                          for r in rows], indent=1))
     else:
         table = Table(title="hand-coded backward (hand) vs jax.grad vs finite differences (fd): float64, max rel. error")
-        for col in ("component", "hand/grad", "dZ,dA/grad", "hand/fd", "grad/fd", "verdict"):
-            table.add_column(col, justify="left" if col == "component" else "right")
+        for col in ("component", "equation", "hand/grad", "dZ,dA/grad", "hand/fd", "grad/fd", "verdict"):
+            table.add_column(col, justify="left" if col in ("component", "equation") else "right")
         for r in rows:
             verdict = "[green]agree[/green]" if r.passed else "[red bold]DISAGREE[/red bold]"
-            table.add_row(r.component, *map(_format_err, r.agreement), verdict)
+            table.add_row(r.component, escape(r.equation), *map(_format_err, r.agreement), verdict)
         console.print(table)
         console.print(f"tolerances: {TOL_FLOAT64:g} against jax.grad, {TOL_FINITE_DIFF:g} against finite differences")
     failed = [r.component for r in rows if not r.passed]

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from .activations import Activation
 from .layers import Layer, activation, dense_backward, dense_forward
 from .losses import Head
-from .network import MLP
+from .network import MLP, mlp
 
 Array = jax.Array
 
@@ -125,8 +125,6 @@ MUTATIONS: dict[str, Callable[[MLP], MLP]] = {
 
 def reference_network() -> MLP:
     """Equal widths (so every mistake type-checks), two different smooth hidden activations."""
-    from .network import mlp
-
     return mlp([5, 5, 5, 5], hidden=["tanh", "sigmoid"], output="softmax", loss="cross_entropy")
 
 

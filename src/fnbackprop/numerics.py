@@ -53,12 +53,6 @@ def noise_floor(reference: Any, dtype: Any, tol: float) -> float:
     return 10 * float(jnp.finfo(dtype).eps) / tol * largest
 
 
-def abs_err(a: Any, b: Any) -> float:
-    """max over leaves of ||a - b||_inf."""
-    leaves = zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
-    return max((float(np.max(np.abs(np.asarray(x) - np.asarray(y)), initial=0.0)) for x, y in leaves), default=0.0)
-
-
 def finite_difference_grad(f: Callable[[Any], Array], params: Any, rel_step: float = 6e-6) -> Any:
     """Central differences (f(p + h e_i) - f(p - h e_i)) / 2h for every entry, in float64.
 

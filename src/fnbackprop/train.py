@@ -27,6 +27,7 @@ import optax
 from . import checkpoint
 from .data import Dataset
 from .network import Network
+from .parallel import shard_map_value_and_grad
 
 Array = jax.Array
 
@@ -117,8 +118,6 @@ def make_epoch(net: Network, optimizer: optax.GradientTransformation, batch_size
     n_full, remainder = divmod(n, batch_size)
     grad_fn = full_grad_fn = gradient_function(net, grad_source)
     if mesh is not None and mesh.devices.size > 1:
-        from .parallel import shard_map_value_and_grad
-
         if batch_size % mesh.devices.size:
             raise ValueError(f"batch size {batch_size} does not divide evenly among {mesh.devices.size} devices")
         full_grad_fn = shard_map_value_and_grad(net, mesh, grad_fn)
@@ -130,7 +129,7 @@ def make_epoch(net: Network, optimizer: optax.GradientTransformation, batch_size
         cost, grads = grad_fn(params, x[idx], y[idx], key)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         norms = jax.tree_util.tree_map(jnp.linalg.norm, grads)
-        return (params := optax.apply_updates(params, updates), opt_state), (cost, norms)
+        return (optax.apply_updates(params, updates), opt_state), (cost, norms)
 
     @jax.jit
     def epoch(params, opt_state, key, x, y):
@@ -151,22 +150,12 @@ def make_epoch(net: Network, optimizer: optax.GradientTransformation, batch_size
     return epoch
 
 
-def evaluate(net: Network, task: str, params: Any, x: Array, y: Array) -> dict[str, float]:
-    """Cost and (for classifiers) accuracy on a whole split."""
-    metrics = _evaluate(net, task, params, x, y)
-    return {k: float(v) for k, v in metrics.items()}
-
-
-@jax.jit
-def _accuracy_of_labels(yhat: Array, labels: Array) -> Array:
-    return jnp.mean(jnp.argmax(yhat, axis=-1) == labels)
-
-
-def _evaluate(net, task, params, x, y):
+def evaluate(net: Network, task: str, params: Any, x: Array, y: Array) -> dict[str, Array]:
+    """Cost and (for classifiers) accuracy on a whole split; jit-compatible."""
     yhat = net.apply(params, x)
     out = {"cost": net.loss(params, x, y)}
     if task == "classification":
-        out["accuracy"] = _accuracy_of_labels(yhat, y)
+        out["accuracy"] = jnp.mean(jnp.argmax(yhat, axis=-1) == y)
     elif task == "binary":
         out["accuracy"] = jnp.mean((yhat > 0.5) == (y > 0.5))
     return out
@@ -230,7 +219,7 @@ def fit(
     if data.x_val is not None:
         splits["val"] = (jnp.asarray(data.x_val), jnp.asarray(data.y_val))
     run_epoch = make_epoch(net, optimizer, batch_size, len(data.x_train), grad_source, mesh)
-    evaluate_split = jax.jit(lambda p, x, y: _evaluate(net, data.task, p, x, y))
+    evaluate_split = jax.jit(lambda p, x, y: evaluate(net, data.task, p, x, y))
 
     for epoch in range(len(history) + 1, epochs + 1):
         start = time.perf_counter()

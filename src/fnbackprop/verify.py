@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .check import sample_targets
 from .layers import Layer
 from .losses import Head
 from .network import Network, _layer_forward
@@ -222,8 +223,6 @@ def check_loss(head: Head, key: Array, z: Array | None = None, y: Array | None =
                dtype=jnp.float64, tol: float | None = None, fd_tol: float = TOL_FINITE_DIFF,
                finite_differences: Callable = finite_differences_at) -> Report:
     """Check a head's dZ[L] = head.backward(z, y) against jax.grad of head.cost and finite differences."""
-    from .check import sample_targets
-
     kz, ky, kf = jax.random.split(key, 3)
     z = _as(jax.random.normal(kz, shape, dtype) if z is None else z, dtype)
     y = _as(sample_targets(ky, head.loss.name, z.shape[0], z.shape[1], dtype) if y is None else y, dtype)
@@ -241,8 +240,6 @@ def check_network(net: Network, key: Array, x: Array | None = None, y: Array | N
                   params: Any = None, dtype=jnp.float64, tol: float | None = None, fd_tol: float = TOL_FINITE_DIFF,
                   finite_differences: Callable = finite_differences_at, step_key: Array | None = None) -> Report:
     """Every parameter leaf, every layer's upstream gradient, and dx of a whole network, per tensor."""
-    from .check import sample_targets
-
     k_init, k_x, k_y, k_fd = jax.random.split(key, 4)
     x = _as(jax.random.normal(k_x, (batch, *net.in_shape), dtype) if x is None else x, dtype)
     y = sample_targets(k_y, net.head.loss.name, x.shape[0], net.n_out, dtype) if y is None else y
