@@ -12,7 +12,8 @@ import fnbackprop as fb
 from fnbackprop import checkpoint
 from fnbackprop.data import Dataset, load_digits
 from fnbackprop.numerics import TOL_FLOAT32, rel_err
-from fnbackprop.train import (OPTIMIZERS, TrainingDiverged, fit, gradient_function, make_epoch, make_optimizer,
+from fnbackprop.train import (OPTIMIZERS, TrainingDiverged, compact_features, epoch_order, fit, gather_chunk,
+                              gradient_function, make_epoch, make_optimizer,
                               make_schedule)
 
 
@@ -73,7 +74,7 @@ def test_scanned_epoch_equals_a_python_loop_including_the_partial_batch(problem)
     opt = make_optimizer("momentum", optax.constant_schedule(0.1))
     key = jax.random.PRNGKey(7)
     scanned, _, stats = make_epoch(net, opt, 4, 10)(params, opt.init(params), key, x, y)
-    order = jax.random.permutation(key, 10)  # the epoch's key draws the order (step keys only feed dropout)
+    order = epoch_order(key, 10)  # the epoch's key draws the order (step keys only feed dropout)
     p, s, costs = params, opt.init(params), []
     for idx in (order[0:4], order[4:8], order[8:10]):
         cost, g = net.value_and_grad(p, x[idx], y[idx])
@@ -81,6 +82,53 @@ def test_scanned_epoch_equals_a_python_loop_including_the_partial_batch(problem)
         p, costs = optax.apply_updates(p, u), costs + [float(cost) * len(idx)]
     assert rel_err(scanned, p) <= 1e-12
     assert float(stats.mean_batch_cost) == pytest.approx(sum(costs) / 10, rel=1e-12)
+
+
+def _python_loop_epoch(net, opt, params, x, y, order, batch_size):
+    p, s = params, opt.init(params)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        _, g = net.value_and_grad(p, x[idx], y[idx])
+        u, s = opt.update(g, s, p)
+        p = optax.apply_updates(p, u)
+    return p
+
+
+def test_gather_chunk_is_the_largest_divisor_within_the_row_budget():
+    assert gather_chunk(5000, 10, rows=512) == 50
+    assert gather_chunk(12, 2, rows=6) == 3
+    assert gather_chunk(13, 2, rows=6) == 1  # prime: one batch per gather
+    assert gather_chunk(3, 10, rows=1000) == 3
+    assert gather_chunk(0, 10) == 1
+
+
+def test_chunked_gather_of_integer_codes_equals_a_python_loop_on_the_floats(problem, monkeypatch):
+    """24 examples, batch 2, 6 rows per gather: 4 chunks of 3 steps, on uint8 codes k with x = k/256."""
+    net, params, _, _ = problem
+    monkeypatch.setattr("fnbackprop.train.GATHER_ROWS", 6)
+    x = np.asarray(jax.random.randint(jax.random.PRNGKey(3), (24, 6), 0, 256), np.float64) / 256
+    y = np.arange(24) % 4
+    codes, denominator = compact_features(x)
+    assert codes.dtype == np.uint8 and denominator == 256
+    opt = make_optimizer("momentum", optax.constant_schedule(0.1))
+    key = jax.random.PRNGKey(5)
+    scanned, _, _ = make_epoch(net, opt, 2, 24, x_denominator=denominator)(params, opt.init(params), key, codes, y)
+    looped = _python_loop_epoch(net, opt, params, x, y, np.asarray(epoch_order(key, 24)), 2)
+    assert rel_err(scanned, looped) <= 1e-12
+
+
+def test_compact_features_only_when_exact():
+    x = np.arange(256, dtype=np.float32) / 256
+    codes, d = compact_features(x)
+    assert d == 256 and np.array_equal(codes.astype(np.float32) / 256, x)
+    assert compact_features(np.arange(5.0))[1] == 1
+    for inexact in (x + np.float32(1e-4), np.array([0.5, np.nan]), np.array([300.0]), np.array([-1.0])):
+        assert compact_features(inexact)[1] is None
+
+
+def test_epoch_order_is_a_permutation():
+    order = np.asarray(epoch_order(jax.random.PRNGKey(0), 1000))
+    assert sorted(order) == list(range(1000)) and not np.array_equal(order, np.arange(1000))
 
 
 def test_second_epoch_does_not_recompile(problem):

@@ -1,4 +1,4 @@
-"""`fnbackprop` on the command line: check | train."""
+"""`fnbackprop` on the command line: check | train | bench."""
 
 from __future__ import annotations
 
@@ -293,6 +293,95 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verdict(ok: bool) -> str:
+    return "[green]met[/green]" if ok else "[red]missed[/red]"
+
+
+def bench_targets(results: dict) -> list[tuple[str, bool, str]]:
+    """(target, met, measured) for each of the performance targets, from one benchmark's results."""
+    rows = []
+    for c in results["configs"]:
+        ratio = c["hand_over_autodiff"]["median"]
+        rows.append((f"hand / jax.grad <= 1.0: {c['config']['name']}", ratio <= 1.0, f"{ratio:.3f}"))
+    for c in results["configs"]:
+        if c["config"]["name"].startswith("wide") and c["config"]["batch"] in (256, 1024) and c["config"]["sizes"][1] == 1024:
+            steps = c["per_step_seconds"]
+            frac = steps["jax hand"]["fraction_of_limit"]
+            rows.append((f"hand >= 85% of the matmul limit: {c['config']['name']}", frac >= 0.85, f"{100 * frac:.0f}%"))
+            if "torch eager" in steps:
+                ratio = steps["jax hand"]["median"] / steps["torch eager"]["median"]
+                rows.append((f"hand no slower than torch eager: {c['config']['name']}", ratio <= 1.0, f"time ratio {ratio:.2f}"))
+    epoch = results.get("nielsen_epoch")
+    if epoch:
+        secs = {k: v["median"] for k, v in epoch["seconds_per_epoch"].items()}
+        hand = secs["jax hand"]
+        rows.append(("Nielsen epoch <= 0.15 s (batch 10, fresh shuffle)", hand <= 0.15, f"{hand:.3f} s"))
+        for other, factor in (("torch eager", 10), ("numpy per-example", 10), ("numpy vectorised", 2)):
+            if other in secs:
+                rows.append((f"Nielsen epoch >= {factor}x faster than {other}", secs[other] / hand >= factor,
+                             f"{secs[other] / hand:.1f}x"))
+    return rows
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """The benchmark: tables on the terminal, JSON and a PNG plot in --out."""
+    from .bench import run_benchmark, torch_module, write_json, write_plot
+
+    if torch_module() is None:
+        console.print("PyTorch is not installed: its columns are skipped (pip install \".[torch]\" to add them)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with status_console.status("benchmarking...", spinner="dots") as spinner:
+            results = run_benchmark(args.quick, args.gpu, args.torch_compile, args.data_path, args.rounds,
+                                    on_config=lambda name: spinner.update(f"benchmarking {name}..."))
+    except RuntimeError as err:
+        console.print(f"[red]error:[/red] {escape(str(err))}")
+        return 2
+    limit = results["matmul_limit"]
+    console.print(f"matmul limit (float32 through JAX, best of 2048^2 and 4096^2): {limit['best_gflops']:.0f} GFLOP/s "
+                  f"(numpy 4096^2: {limit['numpy_4096_gflops']:.0f}); {results['machine']['processor']}, "
+                  f"{results['machine']['backend']}, {results['rounds']} interleaved rounds")
+    table = Table(title="per SGD step (medians of interleaved rounds; compile time apart)")
+    for col in ("configuration", "implementation", "ms / step", "IQR (ms)", "GFLOP/s", "% of limit", "peak MB", "compile s",
+                "XLA dots/fusions"):
+        table.add_column(col, justify="left" if col in ("configuration", "implementation") else "right")
+    for c in results["configs"]:
+        for impl, t in c["per_step_seconds"].items():
+            mem = c["peak_bytes"].get(impl)
+            comp = c["compile_seconds"].get(impl)
+            xla = c["xla_step"].get(impl)
+            table.add_row(c["config"]["name"], impl, f"{1e3 * t['median']:.3f}", f"{1e3 * t['q1']:.3f}-{1e3 * t['q3']:.3f}",
+                          f"{t['gflops']:.1f}", f"{100 * t['fraction_of_limit']:.0f}%",
+                          "-" if mem is None else f"{mem / 2**20:.1f}", "-" if comp is None else f"{comp:.2f}",
+                          f"{xla['dots']}/{xla['kernels']}" if xla else "")
+        table.add_row(c["config"]["name"], "[bold]hand / jax.grad[/bold]", f"{c['hand_over_autodiff']['median']:.3f}",
+                      f"{c['hand_over_autodiff']['q1']:.3f}-{c['hand_over_autodiff']['q3']:.3f}", "", "", "", "", "",
+                      end_section=True)
+    console.print(table)
+    epoch = results["nielsen_epoch"]
+    if epoch:
+        et = Table(title=f"one epoch of Nielsen's [784,30,10], batch 10, fresh shuffle; data: {epoch['data']}"
+                         + (f"; baselines extrapolated from {epoch['extrapolated_from_examples']} examples"
+                            if epoch["extrapolated_from_examples"] else ""))
+        for col in ("implementation", "s / epoch (median)", "IQR (s)"):
+            et.add_column(col)
+        for impl, t in epoch["seconds_per_epoch"].items():
+            et.add_row(impl, f"{t['median']:.3f}", f"{t['q1']:.3f}-{t['q3']:.3f}")
+        console.print(et)
+    tt = Table(title="targets (issue 8)")
+    for col in ("target", "measured", "verdict"):
+        tt.add_column(col)
+    for name, ok, measured in bench_targets(results):
+        tt.add_row(name, measured, _verdict(ok))
+    console.print(tt)
+    suffix = "-quick" if args.quick else ""
+    write_json(results, out / f"bench{suffix}.json")
+    write_plot(results, out / f"bench{suffix}.png")
+    console.print(f"results: {out / f'bench{suffix}.json'}, plot: {out / f'bench{suffix}.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fnbackprop", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -334,6 +423,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--devices", type=int, default=1,
                        help="data-parallel over N devices (CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N)")
     train.set_defaults(func=run_train)
+
+    bench = sub.add_parser("bench", help="time the hand-coded backward against jax.grad, PyTorch and numpy",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    bench.add_argument("--quick", action="store_true", help="two configurations, few rounds: under a minute")
+    bench.add_argument("--gpu", action="store_true", help="run the grid on the GPU (JAX, and torch with CUDA)")
+    bench.add_argument("--torch-compile", action="store_true", help="also time torch.compile (slow to compile)")
+    bench.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 9, quick 3)")
+    bench.add_argument("--data-path", default=None, help="MNIST for the epoch timing (else $FNBACKPROP_MNIST, ../shared/data)")
+    bench.add_argument("--out", default="runs/bench", help="folder for bench.json and bench.png")
+    bench.set_defaults(func=run_bench)
     return parser
 
 
