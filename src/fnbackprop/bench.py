@@ -392,7 +392,8 @@ def nielsen_data(data_path: str | None) -> tuple[np.ndarray, np.ndarray, str]:
 def measure_nielsen_epoch(rounds: int, data_path: str | None, fraction: float = 1.0, device: str = "cpu") -> dict:
     """Seconds per epoch at batch 10 with a fresh shuffle each epoch, every implementation interleaved.
 
-    JAX runs `train.make_epoch` (shuffle and gather on the device, uint8 codes when exact). The
+    JAX runs `train.make_epoch` (shuffle and gather on the device, uint8 codes when exact), hand and
+    jax.grad alternating on their own first (as in `measure_config`), then the baselines. The
     baselines shuffle as their authors would: numpy by fancy indexing of a permutation, PyTorch by
     torch.randperm and indexing. With fraction < 1 (--quick) the slow baselines run that fraction of
     the epoch and are scaled up (marked `extrapolated`).
@@ -431,7 +432,8 @@ def measure_nielsen_epoch(rounds: int, data_path: str | None, fraction: float = 
             run(tx[order].view(-1, config.batch, 784), ty[order].view(-1, config.batch))
 
         contenders["torch eager"] = torch_epoch
-    seconds = interleaved(contenders, rounds)
+    jax_only = interleaved({name: contenders[name] for name in ("jax hand", "jax autodiff")}, 2 * rounds)
+    seconds = {**interleaved({k: v for k, v in contenders.items() if not k.startswith("jax")}, rounds), **jax_only}
     scale = {name: (1.0 if name.startswith("jax") else n / part) for name in contenders}
     epochs = {name: summary([s * scale[name] for s in times]) for name, times in seconds.items()}
     return {"data": source, "batch": config.batch, "examples": n, "extrapolated_from_examples": part if part < n else None,
@@ -497,7 +499,7 @@ def write_plot(results: dict, path: str | Path) -> None:
         left.bar(x + i * width, t, width, label=impl)
         right.bar(x + i * width, frac, width, label=impl)
     for ax in (left, right):
-        ax.set_xticks(x + 0.4 - width / 2, [n.replace(" b", "\nb") for n in names], fontsize=7)
+        ax.set_xticks(x + 0.4 - width / 2, [n.replace("wide ", "").replace(" b", "\nbatch ") for n in names], fontsize=7)
     left.set(yscale="log", ylabel="milliseconds per training step (median)", title="Time per SGD step")
     right.set(ylabel="% of the matmul limit (matmul FLOPs / time)",
               title=f"Achieved fraction of {results['matmul_limit']['best_gflops']:.0f} GFLOP/s "
