@@ -1,9 +1,10 @@
 """Training with optax over the hand-coded gradients: a whole epoch per compiled call.
 
-One epoch is one `jax.jit` call: a fresh permutation from the epoch's PRNG key, then `lax.scan` over
-the full mini-batches, each gathered from the device-resident data inside the scan, then one more
-step on the last partial batch if the batch size does not divide n (it is averaged over its own
-size, never dropped). The gradient source is one argument: `"hand"` (the hand-coded backward) or
+One epoch is one `jax.jit` call: a fresh shuffle from the epoch's PRNG key (`epoch_order`), then
+`lax.scan` over chunks of about `GATHER_ROWS` rows gathered from the device-resident data, each chunk
+a scan over its full mini-batches, then one more step on the last partial batch if the batch size
+does not divide n (it is averaged over its own size, never dropped). `fit` keeps features that are
+exactly k/256 (MNIST) as uint8 codes and decodes each batch in the step (`compact_features`). The gradient source is one argument: `"hand"` (the hand-coded backward) or
 `"autodiff"` (`jax.grad`), so every experiment can run both.
 
 The PRNG key of epoch e is `fold_in(shuffle_key, e)`, so an interrupted run resumed from its
@@ -206,7 +207,7 @@ def make_epoch(net: Network, optimizer: optax.GradientTransformation, batch_size
         # keys for stochastic layers (dropout) only: splitting n/batch keys costs time in every epoch
         step_keys = jax.random.split(jax.random.fold_in(key, 1), n_full + 1) if stochastic else None
         full = order[: n_full * batch_size].reshape(n_full // chunk, chunk, batch_size)
-        keys = step_keys[:n_full].reshape(n_full // chunk, chunk, -1) if stochastic else None
+        keys = step_keys[:n_full].reshape(n_full // chunk, chunk, *step_keys.shape[1:]) if stochastic else None
         carry, (costs, norms) = jax.lax.scan(lambda c, b: chunk_of_steps(c, b, x, y), (params, opt_state), (full, keys))
         costs, norms = costs.reshape(-1), jax.tree_util.tree_map(lambda v: v.reshape(-1), norms)
         weights = jnp.full(n_full, batch_size, costs.dtype)
