@@ -18,7 +18,7 @@ from fnbackprop.layers import activation, dense
 from fnbackprop.losses import LOSSES, Head
 from fnbackprop.mutations import MUTATIONS, catalogue_score, drop_one_over_m, reference_network
 from fnbackprop.train import fit, make_optimizer
-from fnbackprop.verify import TensorRow, check_layer, check_loss, check_network, finite_differences_at
+from fnbackprop.verify import check_layer, check_loss, check_network, finite_differences_at
 
 
 class Scale(NamedTuple):
@@ -42,7 +42,7 @@ class ScaleWithBug(Scale):
 @pytest.mark.parametrize(
     "layer",
     [dense(5), activation("tanh"), activation("relu"), fb.softmax(), fb.dropout(0.3), fb.batch_norm(), fb.layer_norm(),
-     fb.residual(dense(6), activation("tanh"), dense(6))],
+     fb.residual(dense(6), activation("tanh"), dense(6)), fb.residual(dense(6), fb.dropout(0.5), dense(6))],
     ids=lambda layer: layer.name,
 )
 def test_builtin_layers_pass(layer, key):

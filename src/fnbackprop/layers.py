@@ -42,6 +42,16 @@ class Layer(NamedTuple):
     stochastic: bool = False
 
 
+def is_stochastic(layer: Any) -> bool:
+    """True for layers that draw random numbers in training (dropout), taking forward(params, x, key)."""
+    return bool(getattr(layer, "stochastic", False))
+
+
+def forward_with_key(layer: Any, params: Params, x: Array, key: Array | None) -> tuple[Array, Cache]:
+    """forward(params, x), or forward(params, x, key) for a stochastic layer (key None: inference)."""
+    return layer.forward(params, x, key) if is_stochastic(layer) else layer.forward(params, x)
+
+
 def _normal(key: Array, shape: tuple[int, ...], std: float, dtype: Any) -> Array:
     return std * jax.random.normal(key, shape, dtype)
 
@@ -212,20 +222,25 @@ def residual(*inner: Layer) -> Layer:
     """y = x + f(x), f the inner layers in sequence (output shape = input shape).
 
     Backward: the identity path and the inner path both reach x, so their gradients add:
-    dx = dy + df^T dy, the inner layers' backward run in reverse.
+    dx = dy + df^T dy, the inner layers' backward run in reverse. Stochastic if any inner layer is;
+    each inner layer then gets its own key, folded in from the residual's.
     """
+
+    def keys(key: Array | None) -> list:
+        return [None if key is None else jax.random.fold_in(key, i) for i in range(len(inner))]
 
     def init(key: Array, in_shape: tuple[int, ...]) -> list:
         params, shape = [], in_shape
         for layer, k in zip(inner, jax.random.split(key, len(inner))):
             params.append(layer.init(k, shape))
-            shape = jax.eval_shape(layer.forward, params[-1], jax.ShapeDtypeStruct((2, *shape), jnp.float32))[0].shape[1:]
+            x = jax.ShapeDtypeStruct((2, *shape), jnp.float32)
+            shape = jax.eval_shape(lambda p, x: forward_with_key(layer, p, x, None), params[-1], x)[0].shape[1:]
         return params
 
-    def forward(params: list, x: Array) -> tuple[Array, list]:
+    def forward(params: list, x: Array, key: Array | None = None) -> tuple[Array, list]:
         h, caches = x, []
-        for layer, p in zip(inner, params):
-            h, cache = layer.forward(p, h)
+        for layer, p, k in zip(inner, params, keys(key)):
+            h, cache = forward_with_key(layer, p, h, k)
             caches.append(cache)
         return x + h, caches
 
@@ -235,4 +250,5 @@ def residual(*inner: Layer) -> Layer:
             grads[i], dh = inner[i].backward(params[i], caches[i], dh)
         return grads, dy + dh
 
-    return Layer(init, forward, backward, name="residual(" + ", ".join(l.name for l in inner) + ")")
+    return Layer(init, forward, backward, name="residual(" + ", ".join(l.name for l in inner) + ")",
+                 stochastic=any(is_stochastic(layer) for layer in inner))

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .activations import Activation, get_activation
-from .layers import Layer, activation, dense
+from .layers import Layer, activation, dense, forward_with_key, is_stochastic
 from .losses import Head, Loss, get_loss
 
 Array = jax.Array
@@ -53,13 +53,6 @@ def _layer_key(key: Array | None, i: int) -> Array | None:
     return None if key is None else jax.random.fold_in(key, i)
 
 
-def _layer_forward(layer: Layer, params: Any, x: Array, key: Array | None):
-    """forward(params, x), or forward(params, x, key) for a stochastic layer (key None: inference)."""
-    if getattr(layer, "stochastic", False):
-        return layer.forward(params, x, key)
-    return layer.forward(params, x)
-
-
 @dataclass(frozen=True)
 class Network:
     """Layers applied in order, then a head (output activation and loss) on the last output."""
@@ -76,12 +69,17 @@ class Network:
         key = jax.random.PRNGKey(0)
         for layer in self.layers:
             params = jax.eval_shape(lambda k: layer.init(k, shape), key)
-            y, _ = jax.eval_shape(lambda p, x: _layer_forward(layer, p, x, None), params,
+            y, _ = jax.eval_shape(lambda p, x: forward_with_key(layer, p, x, None), params,
                                   jax.ShapeDtypeStruct((2, *shape), jnp.float32))
             in_shapes.append(shape)
             has_params.append(bool(jax.tree_util.tree_leaves(params)))
             shape = tuple(y.shape[1:])
         return tuple(in_shapes), tuple(has_params), shape
+
+    @property
+    def stochastic(self) -> bool:
+        """True when some layer draws random numbers in training (then steps take a PRNG key)."""
+        return any(is_stochastic(layer) for layer in self.layers)
 
     @property
     def n_out(self) -> int:
@@ -191,14 +189,14 @@ class Network:
         """
         x, y = self._check_x(x), self.targets(y, x)
         for i, (layer, p, probe) in enumerate(zip(self.layers, self._expand(params), probes)):
-            x = _layer_forward(layer, p, x, _layer_key(key, i))[0] + probe
+            x = forward_with_key(layer, p, x, _layer_key(key, i))[0] + probe
         return self.head.loss.cost(self.head.predict(x) + output_probe, y)
 
     # ----- the engine ------------------------------------------------------------------------
     def _forward(self, full: list, x: Array, key: Array | None) -> tuple[Array, list, list]:
         caches, outputs = [], []
         for i, (layer, p) in enumerate(zip(self.layers, full)):
-            x, cache = _layer_forward(layer, p, x, _layer_key(key, i))
+            x, cache = forward_with_key(layer, p, x, _layer_key(key, i))
             caches.append(cache)
             outputs.append(x)
         return x, caches, outputs

@@ -184,7 +184,7 @@ def make_epoch(net: Network, optimizer: optax.GradientTransformation, batch_size
         if remainder % mesh.devices.size == 0:
             grad_fn = full_grad_fn
 
-    stochastic = any(getattr(layer, "stochastic", False) for layer in net.layers)
+    stochastic = net.stochastic
     chunk = gather_chunk(n_full, batch_size)
 
     def step(carry, batch, grad_fn=grad_fn):

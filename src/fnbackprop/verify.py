@@ -31,9 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .check import sample_targets
-from .layers import Layer
+from .layers import Layer, forward_with_key
 from .losses import Head
-from .network import Network, _layer_forward
+from .network import Network
 from .numerics import TOL_FINITE_DIFF, TOL_FLOAT32, TOL_FLOAT64, noise_floor, rel_err
 
 Array = jax.Array
@@ -200,7 +200,7 @@ def check_layer(layer: Layer, key: Array, x: Array | None = None, *, in_shape: t
     stochastic_key = layer_key if layer_key is not None else jax.random.PRNGKey(0)
 
     def forward(p, inp):
-        return _layer_forward(layer, p, inp, stochastic_key)
+        return forward_with_key(layer, p, inp, stochastic_key)
 
     y, cache = forward(params, x)
     dy = jax.random.normal(k_dy, y.shape, dtype)
