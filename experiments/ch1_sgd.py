@@ -8,7 +8,6 @@ accuracy on the 10,000 test images. Published: [784, 30, 10] peaks at 95.42% (be
 """
 
 import matplotlib.pyplot as plt
-import numpy as np
 
 from _common import epochs, mnist, parser, save, seeds, spread, train_all
 

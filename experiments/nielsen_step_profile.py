@@ -13,7 +13,6 @@ Writes results/nielsen_step_profile.json.
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import jax

@@ -1,11 +1,9 @@
 """The benchmark's pieces: FLOP count, and baselines that compute the same step as the engine."""
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
-from fnbackprop.bench import (LEARNING_RATE, Config, interleaved, jax_steps, numpy_params, numpy_step_per_example,
+from fnbackprop.bench import (Config, interleaved, jax_steps, numpy_params, numpy_step_per_example,
                               numpy_step_vectorised, random_batches, summary, torch_module, torch_steps)
 from fnbackprop.numerics import rel_err
 

@@ -1,7 +1,6 @@
 """Teeth: each planted textbook mistake must make the agreement check fail."""
 
 import jax
-import jax.numpy as jnp
 import pytest
 
 import fnbackprop as fb

@@ -10,8 +10,8 @@ import pytest
 
 import fnbackprop as fb
 from fnbackprop import checkpoint
-from fnbackprop.data import Dataset, load_digits
-from fnbackprop.numerics import TOL_FLOAT32, rel_err
+from fnbackprop.data import load_digits
+from fnbackprop.numerics import rel_err
 from fnbackprop.train import (OPTIMIZERS, TrainingDiverged, compact_features, epoch_order, fit, gather_chunk,
                               gradient_function, make_epoch, make_optimizer,
                               make_schedule)
