@@ -295,35 +295,9 @@ def _verdict(ok: bool) -> str:
     return "[green]met[/green]" if ok else "[red]missed[/red]"
 
 
-def bench_targets(results: dict) -> list[tuple[str, bool, str]]:
-    """(target, met, measured) for each of the performance targets, from one benchmark's results."""
-    rows = []
-    for c in results["configs"]:
-        ratio = c["hand_over_autodiff"]["median"]
-        rows.append((f"hand / jax.grad <= 1.0: {c['config']['name']}", ratio <= 1.0, f"{ratio:.3f}"))
-    for c in results["configs"]:
-        if c["config"]["name"].startswith("wide") and c["config"]["batch"] in (256, 1024) and c["config"]["sizes"][1] == 1024:
-            steps = c["per_step_seconds"]
-            frac = steps["jax hand"]["fraction_of_limit"]
-            rows.append((f"hand >= 85% of the matmul limit: {c['config']['name']}", frac >= 0.85, f"{100 * frac:.0f}%"))
-            if "torch eager" in steps:
-                ratio = steps["jax hand"]["median"] / steps["torch eager"]["median"]
-                rows.append((f"hand no slower than torch eager: {c['config']['name']}", ratio <= 1.0, f"time ratio {ratio:.2f}"))
-    epoch = results.get("nielsen_epoch")
-    if epoch:
-        secs = {k: v["median"] for k, v in epoch["seconds_per_epoch"].items()}
-        hand = secs["jax hand"]
-        rows.append(("Nielsen epoch <= 0.15 s (batch 10, fresh shuffle)", hand <= 0.15, f"{hand:.3f} s"))
-        for other, factor in (("torch eager", 10), ("numpy per-example", 10), ("numpy vectorised", 2)):
-            if other in secs:
-                rows.append((f"Nielsen epoch >= {factor}x faster than {other}", secs[other] / hand >= factor,
-                             f"{secs[other] / hand:.1f}x"))
-    return rows
-
-
 def run_bench(args: argparse.Namespace) -> int:
     """The benchmark: tables on the terminal, JSON and a PNG plot in --out."""
-    from .bench import run_benchmark, torch_module, write_json, write_plot
+    from .bench import run_benchmark, targets, torch_module, write_json, write_plot
 
     if torch_module() is None:
         console.print("PyTorch is not installed: its columns are skipped (pip install \".[torch]\" to add them)")
@@ -370,7 +344,7 @@ def run_bench(args: argparse.Namespace) -> int:
     tt = Table(title="targets (issue 8)")
     for col in ("target", "measured", "verdict"):
         tt.add_column(col)
-    for name, ok, measured in bench_targets(results):
+    for name, ok, measured in targets(results):
         tt.add_row(name, measured, _verdict(ok))
     console.print(tt)
     suffix = "-quick" if args.quick else ""
