@@ -68,6 +68,17 @@ def test_schedules_take_their_stated_values():
         make_optimizer("lbfgs9", optax.constant_schedule(lr))
 
 
+def _python_loop_epoch(net, opt, params, x, y, order, batch_size):
+    """The epoch written out: consecutive batches of `order`, the last one partial. (params, sum of m_b C_b)."""
+    p, s, weighted_cost = params, opt.init(params), 0.0
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        cost, g = net.value_and_grad(p, x[idx], y[idx])
+        u, s = opt.update(g, s, p)
+        p, weighted_cost = optax.apply_updates(p, u), weighted_cost + float(cost) * len(idx)
+    return p, weighted_cost
+
+
 def test_scanned_epoch_equals_a_python_loop_including_the_partial_batch(problem):
     """n = 10, batch 4: steps on examples [0:4], [4:8] of the permutation, then the 2 left over."""
     net, params, x, y = problem
@@ -75,23 +86,9 @@ def test_scanned_epoch_equals_a_python_loop_including_the_partial_batch(problem)
     key = jax.random.PRNGKey(7)
     scanned, _, stats = make_epoch(net, opt, 4, 10)(params, opt.init(params), key, x, y)
     order = epoch_order(key, 10)  # the epoch's key draws the order (step keys only feed dropout)
-    p, s, costs = params, opt.init(params), []
-    for idx in (order[0:4], order[4:8], order[8:10]):
-        cost, g = net.value_and_grad(p, x[idx], y[idx])
-        u, s = opt.update(g, s, p)
-        p, costs = optax.apply_updates(p, u), costs + [float(cost) * len(idx)]
-    assert rel_err(scanned, p) <= 1e-12
-    assert float(stats.mean_batch_cost) == pytest.approx(sum(costs) / 10, rel=1e-12)
-
-
-def _python_loop_epoch(net, opt, params, x, y, order, batch_size):
-    p, s = params, opt.init(params)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        _, g = net.value_and_grad(p, x[idx], y[idx])
-        u, s = opt.update(g, s, p)
-        p = optax.apply_updates(p, u)
-    return p
+    looped, weighted_cost = _python_loop_epoch(net, opt, params, x, y, order, 4)
+    assert rel_err(scanned, looped) <= 1e-12
+    assert float(stats.mean_batch_cost) == pytest.approx(weighted_cost / 10, rel=1e-12)
 
 
 def test_gather_chunk_is_the_largest_divisor_within_the_row_budget():
@@ -113,7 +110,7 @@ def test_chunked_gather_of_integer_codes_equals_a_python_loop_on_the_floats(prob
     opt = make_optimizer("momentum", optax.constant_schedule(0.1))
     key = jax.random.PRNGKey(5)
     scanned, _, _ = make_epoch(net, opt, 2, 24, x_denominator=denominator)(params, opt.init(params), key, codes, y)
-    looped = _python_loop_epoch(net, opt, params, x, y, np.asarray(epoch_order(key, 24)), 2)
+    looped, _ = _python_loop_epoch(net, opt, params, x, y, np.asarray(epoch_order(key, 24)), 2)
     assert rel_err(scanned, looped) <= 1e-12
 
 

@@ -18,7 +18,7 @@ from fnbackprop.layers import activation, dense
 from fnbackprop.losses import LOSSES, Head
 from fnbackprop.mutations import MUTATIONS, catalogue_score, drop_one_over_m, reference_network
 from fnbackprop.train import fit, make_optimizer
-from fnbackprop.verify import check_layer, check_loss, check_network, finite_differences_at
+from fnbackprop.verify import TensorRow, check_layer, check_loss, check_network, finite_differences_at  # noqa: F401 (TensorRow: a CLI target below)
 
 
 class Scale(NamedTuple):

@@ -4,8 +4,9 @@ One epoch is one `jax.jit` call: a fresh shuffle from the epoch's PRNG key (`epo
 `lax.scan` over chunks of about `GATHER_ROWS` rows gathered from the device-resident data, each chunk
 a scan over its full mini-batches, then one more step on the last partial batch if the batch size
 does not divide n (it is averaged over its own size, never dropped). `fit` keeps features that are
-exactly k/256 (MNIST) as uint8 codes and decodes each batch in the step (`compact_features`). The gradient source is one argument: `"hand"` (the hand-coded backward) or
-`"autodiff"` (`jax.grad`), so every experiment can run both.
+exactly k/256 (MNIST) as uint8 codes and decodes each batch in the step (`compact_features`). The
+gradient source is one argument: `"hand"` (the hand-coded backward) or `"autodiff"` (`jax.grad`), so
+every experiment can run both.
 
 The PRNG key of epoch e is `fold_in(shuffle_key, e)`, so an interrupted run resumed from its
 checkpoint draws the same batches as an uninterrupted one and ends at the same parameters.

@@ -112,9 +112,7 @@ def compare_tensor(name: str, hand: Any, auto: Any, tol: float, fd: tuple | None
         kinks_here = np.abs(second) > KINK_TOL * grad_scale
         kink_mask[idx[kinks_here]] = True
         smooth = ~kinks_here
-        a, f = auto.reshape(-1)[idx[smooth]], fd_values[smooth]
-        fd_scale = max(np.max(np.abs(a), initial=0.0), np.max(np.abs(f), initial=0.0), floor)
-        fd_rel = float(np.max(np.abs(a - f), initial=0.0) / fd_scale) if fd_scale > 0 else 0.0
+        fd_rel = rel_err(auto.reshape(-1)[idx[smooth]], fd_values[smooth], floor)
     bad = (diff.reshape(-1) > tol * scale) if scale > 0 else np.zeros(diff.size, bool)
     if rel <= tol:
         verdict = "ok"
