@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -22,6 +21,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import fnbackprop as fb  # noqa: E402
+from fnbackprop.bench import interleaved, timed  # noqa: E402
 from fnbackprop.parallel import make_mesh, shard_map_value_and_grad  # noqa: E402
 
 
@@ -53,15 +53,8 @@ def main() -> None:
     steps, compile_s = {}, {}
     for n in counts:
         steps[n] = make_step(net, make_mesh(n), opt)
-        start = time.perf_counter()
-        jax.block_until_ready(steps[n](params, opt.init(params), x, y))
-        compile_s[n] = time.perf_counter() - start
-    times = {n: [] for n in counts}
-    for _ in range(rounds):
-        for n in counts:
-            start = time.perf_counter()
-            jax.block_until_ready(steps[n](params, opt.init(params), x, y))
-            times[n].append(time.perf_counter() - start)
+        compile_s[n] = timed(lambda n=n: steps[n](params, opt.init(params), x, y))
+    times = interleaved({n: (lambda n=n: steps[n](params, opt.init(params), x, y)) for n in counts}, rounds, pause=0)
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {jax.devices()[0].platform}", "batch": args.batch,
               "sizes": [784, 256, 256, 10], "rounds": rounds,
               "per_devices": {n: {"median_ms": 1e3 * float(np.median(t)), "p10_ms": 1e3 * float(np.percentile(t, 10)),
