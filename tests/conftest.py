@@ -1,10 +1,12 @@
-"""Test settings: float64 enabled (float32 arrays stay float32), a PRNG key fixture, lean hypothesis."""
+"""Test settings: float32 by default, as users run; float64 where a test asks for it; lean hypothesis.
+
+A module that compares against float64 references at 1e-10 sets `FLOAT64 = True` (every test and
+module fixture in it then runs with jax_enable_x64); a single test asks for the `x64` fixture.
+"""
 
 import jax
 import pytest
 from hypothesis import HealthCheck, settings
-
-jax.config.update("jax_enable_x64", True)
 
 settings.register_profile(
     "fnbackprop",
@@ -13,6 +15,23 @@ settings.register_profile(
     derandomize=True,  # the same examples on every run: CI stays reproducible
 )
 settings.load_profile("fnbackprop")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_precision(request):
+    """float64 for the whole module (its module fixtures included) when it sets FLOAT64 = True."""
+    if getattr(request.module, "FLOAT64", False):
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
+
+
+@pytest.fixture
+def x64():
+    """float64 for one test."""
+    with jax.enable_x64(True):
+        yield
 
 
 @pytest.fixture

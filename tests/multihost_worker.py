@@ -12,7 +12,8 @@ import optax
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.config.update("jax_enable_x64", True)
 process_id, port = int(sys.argv[1]), sys.argv[2]
-jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=process_id)
+jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=process_id,
+                           heartbeat_timeout_seconds=300)  # a starved process on a loaded machine is not dead
 
 import fnbackprop as fb  # noqa: E402
 from fnbackprop.data import load_digits  # noqa: E402

@@ -7,6 +7,8 @@ import pytest
 
 from fnbackprop.activations import ACTIVATIONS, get_activation, softmax_vjp
 
+FLOAT64 = True  # conftest: the module runs with jax_enable_x64 (float64 references at 1e-10)
+
 ELEMENTWISE = [name for name, act in ACTIVATIONS.items() if act.derivative is not None]
 
 

@@ -35,7 +35,7 @@ def step_taken(after, before):
 
 @pytest.mark.parametrize("config", [SIGMOID, RELU], ids=lambda c: c.name)
 @pytest.mark.parametrize("step", [numpy_step_per_example, numpy_step_vectorised], ids=["per_example", "vectorised"])
-def test_numpy_baselines_take_jax_grads_step(config, step):
+def test_numpy_baselines_take_jax_grads_step(x64, config, step):
     np_params = [(w.astype(np.float64), np.full_like(b, 0.1 * (i + 1), np.float64))  # non-zero biases: a bias bug shows
                  for i, (w, b) in enumerate(numpy_params(config, seed=1))]
     xs, ys = random_batches(config, 1, seed=2)

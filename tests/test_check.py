@@ -10,6 +10,8 @@ from fnbackprop.activations import ACTIVATIONS
 from fnbackprop.check import battery, valid_heads
 from fnbackprop.numerics import finite_difference_grad
 
+FLOAT64 = True  # conftest: the module runs with jax_enable_x64 (float64 references at 1e-10)
+
 
 @pytest.fixture(scope="module")
 def rows():

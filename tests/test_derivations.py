@@ -13,6 +13,8 @@ from fnbackprop.derivations import audit, dong, matrix_calculus, ng
 from fnbackprop.numerics import rel_err
 from fnbackprop.train import make_optimizer
 
+FLOAT64 = True  # conftest: the module runs with jax_enable_x64 (float64 references at 1e-10)
+
 
 @pytest.fixture(scope="module")
 def rows():

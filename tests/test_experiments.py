@@ -16,7 +16,7 @@ from optimizers import epochs_to  # noqa: E402
 from _common import build, spread  # noqa: E402
 
 
-def test_speed_of_learning_is_the_norm_of_jax_grad_wrt_each_hidden_bias():
+def test_speed_of_learning_is_the_norm_of_jax_grad_wrt_each_hidden_bias(x64):
     """||dC/db[l]|| from the hand-coded dZ equals the norm of jax.grad's dC/db[l] (float64: 1e-10)."""
     net = build({**spec(3, 0, 1), "sizes": [12, 6, 6, 6, 10]})
     params = net.init(jax.random.PRNGKey(0), jnp.float64)

@@ -11,6 +11,8 @@ import fnbackprop as fb
 from fnbackprop.graph import OPS, Graph
 from fnbackprop.numerics import rel_err
 
+FLOAT64 = True  # conftest: the module runs with jax_enable_x64 (float64 references at 1e-10)
+
 
 def linear_regression():
     g = Graph()
@@ -139,3 +141,26 @@ def test_graph_errors():
         g.add("x", "nope")
     with pytest.raises(ValueError, match="forward needs values for"):
         g.forward({})
+
+
+@pytest.mark.parametrize("shape_a,shape_b", [((3,), (3,)), ((3,), (3, 4)), ((2, 3), (3,)), ((2, 3), (3, 4)),
+                                             ((5, 2, 3), (3, 4)), ((2, 3), (5, 3, 4)), ((5, 2, 3), (5, 3, 4)),
+                                             ((1, 2, 3), (5, 3, 4)), ((4,), (5, 4, 2)), ((6, 1, 2, 3), (5, 3, 4))])
+def test_matmul_backward_for_vectors_matrices_and_batches(x64, shape_a, shape_b):
+    """numpy's matmul rules: a 1-D left operand is a row, a 1-D right one a column, batch axes broadcast."""
+    rng = np.random.default_rng(len(shape_a) * 10 + len(shape_b))
+    g = Graph()
+    c = g.matmul(g.param("a"), g.param("b"), name="c")
+    J = g.sum(g.square(c), name="J")
+    A, B = rng.normal(size=shape_a), rng.normal(size=shape_b)
+    grads = g.backward(g.forward({"a": A, "b": B}), J)
+    expected = jax.grad(lambda a, b: jnp.sum((a @ b) ** 2), argnums=(0, 1))(A, B)
+    assert grads["a"].shape == shape_a and grads["b"].shape == shape_b
+    assert rel_err((grads["a"], grads["b"]), expected) <= 1e-12
+
+
+def test_matmul_of_a_scalar_is_refused_clearly():
+    g = Graph()
+    g.sum(g.matmul(g.param("a"), g.param("b")))
+    with pytest.raises(ValueError, match="at least one dimension"):
+        g.forward({"a": 2.0, "b": np.ones(3)})

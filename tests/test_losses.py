@@ -8,6 +8,8 @@ import pytest
 from fnbackprop.activations import ACTIVATIONS
 from fnbackprop.losses import LOSSES, Head
 
+FLOAT64 = True  # conftest: the module runs with jax_enable_x64 (float64 references at 1e-10)
+
 A = np.array([[0.2, 0.8], [0.6, 0.4]])
 Y = np.array([[0.0, 1.0], [1.0, 0.0]])
 

@@ -8,6 +8,8 @@ from fnbackprop.check import compare, sample_away_from_kinks
 from fnbackprop.mutations import MUTATIONS
 from fnbackprop.numerics import TOL_FLOAT64, rel_err
 
+FLOAT64 = True  # conftest: the module runs with jax_enable_x64 (float64 references at 1e-10)
+
 
 @pytest.fixture(scope="module")
 def square_problem():

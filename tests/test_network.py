@@ -12,6 +12,8 @@ from fnbackprop.activations import ACTIVATIONS
 from fnbackprop.check import compare, sample_targets, valid_heads
 from fnbackprop.numerics import TOL_FLOAT32, TOL_FLOAT64, rel_err
 
+FLOAT64 = True  # conftest: the module runs with jax_enable_x64 (float64 references at 1e-10)
+
 HIDDEN = [name for name, act in ACTIVATIONS.items() if act.hidden_ok]
 HEADS = list(valid_heads())
 

@@ -13,6 +13,8 @@ import pytest
 import fnbackprop as fb
 from fnbackprop.numerics import rel_err
 
+FLOAT64 = True  # conftest: the module runs with jax_enable_x64 (float64 references at 1e-10)
+
 G = {
     "sigmoid": (lambda z: 1 / (1 + np.exp(-z)), lambda z: np.exp(-z) / (1 + np.exp(-z)) ** 2),
     "tanh": (np.tanh, lambda z: 1 / np.cosh(z) ** 2),

@@ -17,8 +17,9 @@ from fnbackprop.train import (OPTIMIZERS, TrainingDiverged, compact_features, ep
                               make_schedule)
 
 
-@pytest.fixture(scope="module")
-def problem():
+@pytest.fixture
+def problem(x64):
+    """A float64 problem: the step and epoch equations are compared at float64 rounding."""
     net = fb.mlp([6, 5, 4], hidden="tanh", output="softmax", loss="cross_entropy")
     kp, kx = jax.random.split(jax.random.PRNGKey(0))
     params = net.init(kp, jnp.float64)

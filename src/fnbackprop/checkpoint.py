@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +45,43 @@ def save(path: str | os.PathLike, tree: Any, meta: dict) -> Path:
     return path
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or does not fit the model it is loaded into; it is left untouched."""
+
+
+def _read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
+    """Every array and the metadata, or CheckpointError for a missing, truncated or corrupt file."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {k: np.asarray(stored[k]) for k in stored.files}
+        return arrays, json.loads(str(arrays.pop(META_KEY)))
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint at {path}") from None
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError) as err:
+        reason = (str(err).strip().splitlines() or [""])[0][:100]
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {reason}): it is truncated or "
+                              "corrupt, and was left as it is") from None
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """The metadata alone (epoch, history, configuration), or CheckpointError for an unreadable file."""
+    return _read(path)[1]
+
+
 def load(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
-    """Read a checkpoint into the structure of `template` (same pytree, e.g. fresh params and state)."""
-    with np.load(path, allow_pickle=False) as stored:
-        meta = json.loads(str(stored[META_KEY]))
-        leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-        missing = [jax.tree_util.keystr(p) for p, _ in leaves if jax.tree_util.keystr(p) not in stored]
-        if missing:
-            raise ValueError(f"checkpoint {path} does not match this model: missing {missing[:3]}")
-        values = [np.asarray(stored[jax.tree_util.keystr(p)]).astype(np.asarray(t).dtype) for p, t in leaves]
-    return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(v) for v in values]), meta
+    """Read a checkpoint into the structure of `template` (same pytree, e.g. fresh params and state).
+
+    Every leaf must be there with the template's shape and dtype, and nothing else may be stored;
+    otherwise CheckpointError names the first differences.
+    """
+    arrays, meta = _read(path)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    wanted = {jax.tree_util.keystr(p): np.asarray(t) for p, t in leaves}
+    problems = [f"{k} is {arrays[k].dtype}{list(arrays[k].shape)} in the checkpoint, {t.dtype}{list(t.shape)} in this model"
+                for k, t in wanted.items() if k in arrays and (arrays[k].shape != t.shape or arrays[k].dtype != t.dtype)]
+    problems += [f"{k} is missing" for k in wanted if k not in arrays]
+    problems += [f"{k} is stored but not in this model" for k in arrays if k not in wanted]
+    if problems:
+        raise CheckpointError(f"checkpoint {path} does not match this model: {'; '.join(problems[:3])}"
+                              + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""))
+    return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(arrays[k]) for k in wanted]), meta

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -19,6 +20,11 @@ status_console = Console(stderr=True)
 def _say(args: argparse.Namespace, text: str) -> None:
     """A summary line: to stdout with the table, to stderr when stdout carries JSON."""
     (status_console if getattr(args, "json", False) else console).print(text)
+
+
+def _error(text: str, console_: Console | None = None) -> None:
+    """A one-line error message (never wrapped, whatever the terminal's width)."""
+    (console_ or console).print(f"[red]error:[/red] {escape(text)}", soft_wrap=True)
 
 
 def _format_err(value: float) -> str:
@@ -79,8 +85,9 @@ def load_target(spec: str):
         raise
     except ImportError as err:
         raise UsageError(f"cannot import {where!r}: {err}") from None
-    except Exception as err:  # the user's module failed while importing
-        raise UsageError(f"importing {where!r} raised {type(err).__name__}: {err}") from None
+    except (Exception, SystemExit) as err:  # the user's module failed while importing
+        first_line = (str(err).strip().splitlines() or [""])[0][:200]
+        raise UsageError(f"importing {where!r} raised {type(err).__name__}: {first_line}") from None
     if not hasattr(module, attr):
         raise UsageError(f"{where!r} has no attribute {attr!r}")
     obj = getattr(module, attr)
@@ -103,19 +110,28 @@ def _checkable(obj) -> bool:
         not isinstance(obj, type) and all(callable(getattr(obj, f, None)) for f in ("init", "forward", "backward")))
 
 
-def print_report(report) -> None:
+def print_report(report, show_traceback: bool = False) -> None:
     table = Table(title=f"{escape(report.subject)}: hand-coded backward vs jax.vjp vs finite differences")
-    for col in ("tensor", "shape", "verdict", "rel err", "max abs", "worst at", "hand/auto", "auto vs fd", "kinks"):
-        table.add_column(col, justify="left" if col in ("tensor", "verdict") else "right")
+    for col in ("tensor", "shape", "verdict", "rel err", "max abs", "worst at", "hand/auto", "auto vs fd", "kinks", "detail"):
+        table.add_column(col, justify="left" if col in ("tensor", "verdict", "detail") else "right",
+                         overflow="fold" if col == "detail" else "ellipsis")
     for r in report.rows:
         colour = "green" if r.ok else "red bold"
         table.add_row(escape(r.name), str(r.shape), f"[{colour}]{escape(r.verdict)}[/{colour}]", _format_err(r.rel_err),
-                      _format_err(r.max_abs_err), str(r.worst_index), f"x{r.ratio:.3g}", _format_err(r.fd_rel_err), str(r.kinks))
+                      _format_err(r.max_abs_err), str(r.worst_index), "-" if r.ratio != r.ratio else f"x{r.ratio:.3g}",
+                      _format_err(r.fd_rel_err), str(r.kinks), escape(r.detail))
     console.print(table)
-    console.print(f"eager vs jit: max rel. error {report.jit_rel_err:.1e}; tolerance {report.tol:g} (hand vs autodiff), "
+    console.print(f"eager vs jit: max rel. error {_format_err(report.jit_rel_err)}; tolerance {report.tol:g} (hand vs autodiff), "
                   f"{report.fd_tol:g} (autodiff vs finite differences)")
+    for note in report.notes:
+        console.print(f"note: {escape(note)}")
     for note in report.warnings:
         console.print(f"[yellow]warning: {escape(note)}[/yellow]")
+    if report.traceback:
+        if show_traceback:
+            console.print(escape(report.traceback), highlight=False)
+        else:
+            console.print("(--traceback shows where your code raised)")
 
 
 def run_check_target(args: argparse.Namespace) -> int:
@@ -138,18 +154,18 @@ def run_check_target(args: argparse.Namespace) -> int:
                 raise UsageError("checking a layer needs --shape, its input shape without the batch axis (e.g. --shape 8)")
             report = check_layer(obj, key, in_shape=tuple(args.shape), batch=args.batch)
     except UsageError as err:
-        status_console.print(f"[red]error:[/red] {escape(str(err))}")
+        _error(str(err), status_console)
         return 2
     if args.json:
-        print(json.dumps(report.to_dict(), indent=1, default=str))
+        print(json.dumps(report.to_dict() | ({"traceback": report.traceback} if args.traceback else {}), indent=1, default=str))
     else:
-        print_report(report)
+        print_report(report, args.traceback)
     failing = report.failing()
     if report.passed:
         _say(args, f"[green]PASS: every tensor of {escape(report.subject)} agrees[/green]")
         return 0
-    names = ", ".join(r.name for r in failing) or "eager vs jit"
-    _say(args, f"[red]FAIL: {escape(names)}[/red]")
+    _say(args, "[red]FAIL: " + escape("; ".join(f"{r.name}: {r.verdict}" + (f" ({r.detail})" if r.detail else "")
+                                               for r in failing)) + "[/red]")
     return 1
 
 
@@ -157,11 +173,18 @@ def run_check(args: argparse.Namespace) -> int:
     """The agreement battery: hand vs jax.grad vs finite differences, float64, a table; 1 on disagreement."""
     import jax
 
-    jax.config.update("jax_enable_x64", True)
-    if args.target:
-        return run_check_target(args)
-    if args.derivations:
-        return run_derivations(args)
+    with jax.enable_x64(True):  # float64 for the battery and the audit; a target's check sets its own precision
+        if args.target:
+            return run_check_target(args)
+        if args.derivations:
+            return run_derivations(args)
+        return run_battery(args)
+
+
+def run_battery(args: argparse.Namespace) -> int:
+    """The agreement battery over the built-in components (float64); 1 when any disagrees."""
+    import jax
+
     from .check import battery
     from .numerics import TOL_FINITE_DIFF, TOL_FLOAT64
 
@@ -193,11 +216,53 @@ def run_check(args: argparse.Namespace) -> int:
 DEFAULT_HEADS = {"classification": ("softmax", "cross_entropy"), "binary": ("sigmoid", "bce"), "regression": ("identity", "mse")}
 
 
-def _ints(text: str) -> list[int]:
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported on one line (exit status 2) instead of the usage text."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind: type, text: str):
     try:
-        return [int(t) for t in text.split(",") if t.strip()]
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def in_range(kind: type, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+             high_open: bool = False):
+    """An argparse type: a number of `kind` in [low, high] (an open end where asked), else a one-line error."""
+    def parse(text: str):
+        value = _number(kind, text)
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high:
+            left = "" if low is None else (f"> {low}" if low_open else f">= {low}")
+            right = "" if high is None else (f"< {high}" if high_open else f"<= {high}")
+            raise argparse.ArgumentTypeError(f"must be {' and '.join(t for t in (left, right) if t)}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+positive_int = in_range(int, 1)
+seed_int = in_range(int, 0, 2**32 - 1)
+
+
+def _ints(text: str) -> list[int]:
+    """Comma-separated positive integers (widths, shapes)."""
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"every entry must be a positive integer, got {text!r}")
+    return values
 
 
 def _names(text: str) -> list[str]:
@@ -222,12 +287,15 @@ def run_train(args: argparse.Namespace) -> int:
     from .network import mlp
     from .numerics import TOL_FLOAT32
     from .plot import plot_history
-    from .train import TrainingDiverged, fit, make_optimizer, make_schedule
+    import numpy as np
+
+    from .checkpoint import CheckpointError
+    from .train import TrainingDiverged, fit, make_optimizer, make_schedule, resume_from
 
     try:
         ds = datasets.load(args.dataset, args.data_path)
     except (FileNotFoundError, ValueError, TypeError) as err:
-        console.print(f"[red]error:[/red] {escape(str(err))}")
+        _error(str(err))
         return 2
     output, loss = DEFAULT_HEADS[ds.task]
     output, loss = args.output or output, args.loss or loss
@@ -239,7 +307,7 @@ def run_train(args: argparse.Namespace) -> int:
         schedule = make_schedule(args.schedule, args.lr, steps, args.epochs, args.decay_rate, args.decay_epochs)
         optimizer = make_optimizer(args.optimizer, schedule, momentum=args.momentum, l2=args.l2, n_train=len(ds.x_train))
     except ValueError as err:
-        console.print(f"[red]error:[/red] {escape(str(err))}")
+        _error(str(err))
         return 2
     try:  # a batch size that does not divide among the devices is refused by fit (make_epoch), exit 2
         mesh = None
@@ -248,7 +316,7 @@ def run_train(args: argparse.Namespace) -> int:
 
             mesh = make_mesh(args.devices)
     except ValueError as err:
-        console.print(f"[red]error:[/red] {escape(str(err))}")
+        _error(str(err))
         return 2
     out = Path(args.out or f"runs/{args.dataset}-{args.grad_source}-seed{args.seed}")
     config = {k: v for k, v in vars(args).items() if k != "func"} | {"sizes": sizes, "output": output, "loss": loss, "out": str(out)}
@@ -257,7 +325,16 @@ def run_train(args: argparse.Namespace) -> int:
                   + (f", data-parallel over {args.devices} {jax.devices()[0].platform} devices" if mesh else ""))
 
     key = jax.random.PRNGKey(args.seed)
-    probe = net.init(jax.random.split(key)[0])
+    probe = net.init(jax.random.split(key)[0], np.asarray(ds.x_train).dtype)  # fit's initial parameters
+    if args.resume:  # refuse a checkpoint that does not fit before any work, leaving it as it is
+        try:
+            _, done = resume_from(out, (probe, optimizer.init(probe)), config)
+        except (FileNotFoundError, CheckpointError) as err:
+            _error(str(err))
+            return 2
+        if len(done) >= args.epochs:
+            _error(f"the checkpoint in {out} already holds {len(done)} epochs; ask for more with --epochs")
+            return 2
     err = _gradient_check(net, probe, ds.x_train[: args.batch_size], ds.y_train[: args.batch_size])
     if err > TOL_FLOAT32:
         console.print(f"[red]gradient check failed: hand-coded vs jax.grad max relative error {err:.1e} > {TOL_FLOAT32:g}[/red]")
@@ -308,7 +385,7 @@ def run_bench(args: argparse.Namespace) -> int:
             results = run_benchmark(args.quick, args.gpu, args.torch_compile, args.data_path, args.rounds,
                                     on_config=lambda name: spinner.update(f"benchmarking {name}..."))
     except RuntimeError as err:
-        console.print(f"[red]error:[/red] {escape(str(err))}")
+        _error(str(err))
         return 2
     limit = results["matmul_limit"]
     console.print(f"matmul limit (float32 through JAX, best of 2048^2 and 4096^2): {limit['best_gflops']:.0f} GFLOP/s "
@@ -355,19 +432,20 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fnbackprop", description=__doc__)
+    parser = OneLineParser(prog="fnbackprop", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="check the hand-coded backward against jax.grad and finite differences",
                            description="With no target: the agreement battery over the built-in components. With "
                                        "module:attribute (or file.py:attribute): check your own layer, network or loss head.")
     check.add_argument("target", nargs="?", help="module:attribute or path/to/file.py:attribute of a layer, network or head")
     check.add_argument("--shape", type=_ints, default=None, help="a layer's input shape without the batch axis, e.g. 8")
-    check.add_argument("--batch", type=int, default=4, help="batch size of the random inputs")
+    check.add_argument("--batch", type=positive_int, default=4, help="batch size of the random inputs")
     check.add_argument("--only", default=None, help="run only components whose name contains this text")
     check.add_argument("--json", action="store_true", help="print the results as JSON")
     check.add_argument("--derivations", action="store_true",
                        help="audit the source texts' equations (literal transcriptions) against jax.grad")
-    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--seed", type=seed_int, default=0)
+    check.add_argument("--traceback", action="store_true", help="show the traceback where checked code raised")
     check.set_defaults(func=run_check)
 
     train = sub.add_parser("train", help="train an MLP (default: the bundled digits, hand-coded gradients)",
@@ -380,19 +458,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--loss", default=None, help="loss (default: by task)")
     train.add_argument("--init", default="he", help="weight init: lecun, he, nielsen, nielsen_large")
     train.add_argument("--optimizer", default="momentum", help="sgd, momentum, nesterov, adam, rmsprop, adagrad")
-    train.add_argument("--lr", type=float, default=0.05, help="learning rate eta")
-    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--lr", type=in_range(float, 0, low_open=True), default=0.05, help="learning rate eta")
+    train.add_argument("--momentum", type=in_range(float, 0, 1, high_open=True), default=0.9)
     train.add_argument("--schedule", default="constant", help="constant, exponential, step, cosine")
-    train.add_argument("--decay-rate", type=float, default=0.5, help="exponential/step: factor per --decay-epochs")
-    train.add_argument("--decay-epochs", type=float, default=10)
-    train.add_argument("--l2", type=float, default=0.0, help="lambda of Dong's L2 rule W -= (eta lambda / n) W")
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--epochs", type=int, default=30)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--decay-rate", type=in_range(float, 0, 1, low_open=True), default=0.5, help="exponential/step: factor per --decay-epochs")
+    train.add_argument("--decay-epochs", type=in_range(float, 0, low_open=True), default=10)
+    train.add_argument("--l2", type=in_range(float, 0), default=0.0, help="lambda of Dong's L2 rule W -= (eta lambda / n) W")
+    train.add_argument("--batch-size", type=positive_int, default=32)
+    train.add_argument("--epochs", type=positive_int, default=30)
+    train.add_argument("--seed", type=seed_int, default=0)
     train.add_argument("--grad-source", default="hand", choices=["hand", "autodiff"])
     train.add_argument("--out", default=None, help="output folder (default: runs/DATASET-SOURCE-seedN)")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    train.add_argument("--devices", type=int, default=1,
+    train.add_argument("--devices", type=positive_int, default=1,
                        help="data-parallel over N devices (CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N)")
     train.set_defaults(func=run_train)
 
@@ -401,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="two configurations, few rounds: under a minute")
     bench.add_argument("--gpu", action="store_true", help="run the grid on the GPU (JAX, and torch with CUDA)")
     bench.add_argument("--torch-compile", action="store_true", help="also time torch.compile (slow to compile)")
-    bench.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 9, quick 3)")
+    bench.add_argument("--rounds", type=positive_int, default=None, help="interleaved rounds (default 9, quick 3)")
     bench.add_argument("--data-path", default=None, help="MNIST for the epoch timing (else $FNBACKPROP_MNIST, ../shared/data)")
     bench.add_argument("--out", default="runs/bench", help="folder for bench.json and bench.png")
     bench.set_defaults(func=run_bench)
@@ -409,7 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # a usage error (2, one line already printed) or --help (0)
+        return stop.code if isinstance(stop.code, int) else 2
     return args.func(args)
 
 

@@ -42,12 +42,34 @@ def _unbroadcast(grad: Array, shape: tuple[int, ...]) -> Array:
     return grad
 
 
+def _matmul(a: Array, b: Array) -> Array:
+    """A B with numpy's matmul rules; scalars are refused (matmul has no meaning for them)."""
+    if jnp.ndim(a) == 0 or jnp.ndim(b) == 0:
+        raise ValueError("matmul needs operands of at least one dimension (use mul for scalars)")
+    return jnp.matmul(a, b)
+
+
+def _matmul_vjp(g: Array, out: Array, a: Array, b: Array) -> tuple[Array, Array]:
+    """d(A B): dA = G B^T, dB = A^T G on the last two axes, for numpy's matmul semantics.
+
+    A 1-D A is the row (1, k) and a 1-D B the column (k, 1) (their added axis then dropped again);
+    leading batch axes broadcast, so each gradient is summed back over the axes its operand lacked.
+    """
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    g2 = g[..., None] if b.ndim == 1 else g  # the column's axis first, then the row's
+    g2 = jnp.expand_dims(g2, -2) if a.ndim == 1 else g2
+    da = _unbroadcast(g2 @ jnp.swapaxes(b2, -1, -2), a2.shape)
+    db = _unbroadcast(jnp.swapaxes(a2, -1, -2) @ g2, b2.shape)
+    return da.reshape(a.shape), db.reshape(b.shape)
+
+
 #: op name -> (forward(*inputs), local vjp(backpropagated gradient, output, *inputs) -> input gradients)
 OPS: dict[str, tuple[Callable, Callable]] = {
     "add": (lambda a, b: a + b, lambda g, out, a, b: (_unbroadcast(g, jnp.shape(a)), _unbroadcast(g, jnp.shape(b)))),
     "sub": (lambda a, b: a - b, lambda g, out, a, b: (_unbroadcast(g, jnp.shape(a)), -_unbroadcast(g, jnp.shape(b)))),
     "mul": (lambda a, b: a * b, lambda g, out, a, b: (_unbroadcast(g * b, jnp.shape(a)), _unbroadcast(g * a, jnp.shape(b)))),
-    "matmul": (lambda a, b: a @ b, lambda g, out, a, b: (g @ b.T, a.T @ g)),  # d(AB): dA = G B^T, dB = A^T G
+    "matmul": (_matmul, _matmul_vjp),  # d(AB): dA = G B^T, dB = A^T G (1-D, 2-D, batched)
     "transpose": (lambda a: a.T, lambda g, out, a: (g.T,)),
     "sigmoid": (jax.nn.sigmoid, lambda g, out, a: (g * out * (1 - out),)),  # s' = s (1 - s)
     "tanh": (jnp.tanh, lambda g, out, a: (g * (1 - out**2),)),  # tanh' = 1 - tanh^2

@@ -10,14 +10,15 @@ do in a hand derivation where they go unnoticed.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from .activations import Activation
-from .layers import Layer, activation, dense_backward, dense_forward
-from .losses import Head
+from .activations import ACTIVATIONS, Activation
+from .layers import (Layer, activation, batch_norm, dense, dense_backward, dense_forward, dropout, layer_norm, residual,
+                     softmax)
+from .losses import LOSSES, Head
 from .network import MLP, mlp
 
 Array = jax.Array
@@ -132,3 +133,106 @@ def catalogue_score(check: Callable[[MLP], bool], net: MLP | None = None) -> dic
     """{mutation: caught}, where `check(network) -> passed`; a check with teeth catches them all."""
     net = reference_network() if net is None else net
     return {name: not check(mutate(net)) for name, mutate in MUTATIONS.items()}
+
+
+# ----- the layer catalogue: one planted mistake in one built-in layer or head ---------------------------
+class LayerMutant(NamedTuple):
+    """A correct layer (or head) and the same with one mistake in its backward; `in_shape` to check at."""
+
+    correct: Any
+    mutant: Any
+    in_shape: tuple
+
+
+def _rewired(layer: Layer, label: str, backward: Callable) -> Layer:
+    """`layer` with `backward(params, cache, dy, correct_backward)` in place of its own."""
+    return layer._replace(backward=lambda p, c, dy: backward(p, c, dy, layer.backward), name=f"{layer.name} [{label}]")
+
+
+def _dense_mutants() -> dict[str, LayerMutant]:
+    d = dense(6)
+    rules = {
+        "dense: W instead of W^T in dx": lambda p, x, dz, bw: (bw(p, x, dz)[0], dz @ p["W"].T),
+        "dense: dW = A_prev^T dZ (transposed)": lambda p, x, dz, bw: ({**bw(p, x, dz)[0], "W": x.T @ dz}, bw(p, x, dz)[1]),
+        "dense: db = mean_i dZ_i": lambda p, x, dz, bw: ({**bw(p, x, dz)[0], "b": jnp.mean(dz, 0)}, bw(p, x, dz)[1]),
+        "dense: sign flip in dW": lambda p, x, dz, bw: ({**bw(p, x, dz)[0], "W": -bw(p, x, dz)[0]["W"]}, bw(p, x, dz)[1]),
+    }
+    return {name: LayerMutant(d, _rewired(d, name, rule), (6,)) for name, rule in rules.items()}
+
+
+def _activation_mutants() -> dict[str, LayerMutant]:
+    """g(Z) for g'(Z) in every hidden activation; g' forgotten in every one whose g' is not 1."""
+    out = {}
+    for name, act in ACTIVATIONS.items():
+        if not act.hidden_ok:
+            continue
+        wrong = {"g(Z) instead of g'(Z)": lambda z, a: a}
+        if name != "identity":  # identity's g' is 1: leaving it out is no mistake
+            wrong["missing g'"] = lambda z, a: jnp.ones_like(z)
+        for label, derivative in wrong.items():
+            out[f"{name}: {label}"] = LayerMutant(activation(act), activation(dataclasses.replace(act, derivative=derivative)), (6,))
+    return out
+
+
+def _norm_backward(axis: int, drop: str) -> Callable:
+    """Batch/layer norm's backward with one term of dx = (inv_std/N)(N dxhat - sum dxhat - xhat sum(dxhat xhat)),
+    or gamma in dxhat = dy gamma, dropped."""
+    def backward(params, cache, dy, correct):
+        xhat, inv_std = cache
+        grads, _ = correct(params, cache, dy)
+        dxhat = dy if drop == "gamma" else dy * params["gamma"]
+        n = xhat.shape[axis]
+        mean = 0 if drop == "mean term" else jnp.sum(dxhat, axis, keepdims=True)
+        var = 0 if drop == "variance term" else xhat * jnp.sum(dxhat * xhat, axis, keepdims=True)
+        return grads, inv_std / n * (n * dxhat - mean - var)
+
+    return backward
+
+
+def _structural_mutants() -> dict[str, LayerMutant]:
+    sm, dr = softmax(), dropout(0.5)
+    res = residual(dense(6), activation("tanh"), dense(6))
+    out = {
+        "softmax: diagonal only, dz = a * da": LayerMutant(sm, sm._replace(backward=lambda p, a, da: ({}, a * da)), (5,)),
+        "softmax: + instead of - sum(da a)": LayerMutant(sm, sm._replace(backward=lambda p, a, da: ({}, a * (da + jnp.sum(da * a, -1, keepdims=True)))), (5,)),
+        "dropout: mask forgotten, dx = dy": LayerMutant(dr, _rewired(dr, "no mask", lambda p, s, dy, bw: ({}, dy)), (6,)),
+        "dropout: 1/(1 - rate) forgotten": LayerMutant(dr, _rewired(dr, "no scale", lambda p, s, dy, bw: ({}, dy * (s > 0))), (6,)),
+        "residual: skip path missing, dx = df^T dy": LayerMutant(res, _rewired(res, "no skip", lambda p, c, dy, bw: (bw(p, c, dy)[0], bw(p, c, dy)[1] - dy)), (6,)),
+        "residual: inner path missing, dx = dy": LayerMutant(res, _rewired(res, "skip only", lambda p, c, dy, bw: (bw(p, c, dy)[0], dy)), (6,)),
+    }
+    for norm, axis in ((batch_norm(), 0), (layer_norm(), 1)):
+        for drop in ("gamma", "mean term", "variance term"):
+            out[f"{norm.name}: missing {drop}"] = LayerMutant(norm, _rewired(norm, f"no {drop}", _norm_backward(axis, drop)), (5,))
+        out[f"{norm.name}: dgamma = sum dy (xhat forgotten)"] = LayerMutant(
+            norm, _rewired(norm, "dgamma", lambda p, c, dy, bw: ({**bw(p, c, dy)[0], "gamma": jnp.sum(dy, 0)}, bw(p, c, dy)[1])), (5,))
+    return out
+
+
+class _SignFlippedHead(Head):
+    def backward(self, z: Array, y: Array) -> Array:
+        return -super().backward(z, y)
+
+
+class _NoOutputDerivativeHead(Head):
+    """dZ[L] = dA[L]: g[L]'(Z[L]) (or softmax's Jacobian) forgotten in the general rule."""
+
+    def backward(self, z: Array, y: Array) -> Array:
+        return self.loss.grad_output(self.predict(z), y) if not self.fused else super().backward(z, y)
+
+
+def _head_mutants() -> dict[str, LayerMutant]:
+    from .check import valid_heads
+
+    out = {}
+    for output, loss in valid_heads():
+        head = Head(ACTIVATIONS[output], LOSSES[loss])
+        out[f"head {output} + {loss}: 1/m dropped"] = LayerMutant(head, _NoMeanHead(head.output, head.loss), (3,))
+        out[f"head {output} + {loss}: sign flip"] = LayerMutant(head, _SignFlippedHead(head.output, head.loss), (3,))
+        if not head.fused and output != "identity":
+            out[f"head {output} + {loss}: g'(Z[L]) forgotten"] = LayerMutant(head, _NoOutputDerivativeHead(head.output, head.loss), (3,))
+    return out
+
+
+def layer_mutations() -> dict[str, LayerMutant]:
+    """Every built-in layer and head with each of its classic mistakes (see the individual rules)."""
+    return {**_dense_mutants(), **_activation_mutants(), **_structural_mutants(), **_head_mutants()}

@@ -37,6 +37,8 @@ GRAD_SOURCES = ("hand", "autodiff")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "exponential", "step", "cosine")
 CHECKPOINT_NAME = "checkpoint.npz"
+#: configuration entries that may differ between a run and its resumption; any other difference is refused
+RESUMABLE_OPTIONS = ("epochs", "resume", "out", "data_path", "devices")
 
 
 def gradient_function(net: Network, source: str) -> Callable:
@@ -235,6 +237,29 @@ def evaluate(net: Network, task: str, params: Any, x: Array, y: Array) -> dict[s
     return out
 
 
+def resume_from(out_dir: str | os.PathLike, template: Any, config: dict | None = None) -> tuple[Any, list[dict]]:
+    """(the state stored in out_dir's checkpoint, in the structure of `template`, and its history).
+
+    Refused with `checkpoint.CheckpointError` (the file left as it is) when the file is unreadable,
+    when its configuration differs from `config` in anything but `RESUMABLE_OPTIONS` (a resumed run
+    is the same run, continued), or when any array differs from the template in shape or dtype.
+    """
+    ckpt = Path(out_dir) / CHECKPOINT_NAME
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"nothing to resume: no {CHECKPOINT_NAME} in {out_dir}")
+    stored = checkpoint.read_meta(ckpt).get("config") or {}
+    if config and stored:
+        given = json.loads(json.dumps(config, default=str))
+        differ = [k for k in sorted(set(stored) | set(given)) if k not in RESUMABLE_OPTIONS and stored.get(k) != given.get(k)]
+        if differ:
+            was = ", ".join(f"{k}={stored.get(k)!r}" for k in differ[:3])
+            now = ", ".join(f"{k}={given.get(k)!r}" for k in differ[:3])
+            raise checkpoint.CheckpointError(f"the checkpoint in {out_dir} was saved with {was}; this run asks for {now}. "
+                                             "Resume with the same options, or train into another --out")
+    state, meta = checkpoint.load(ckpt, template)
+    return state, meta["history"]
+
+
 class TrainingDiverged(RuntimeError):
     """The training cost stopped being finite; the message names the epoch and last good checkpoint."""
 
@@ -271,7 +296,8 @@ def fit(
 
     With `out_dir`, after every epoch the parameters and optimizer state go to
     `out_dir/checkpoint.npz` and the configuration and metrics so far to `out_dir/results.json`.
-    `resume=True` continues from that checkpoint. A non-finite cost raises `TrainingDiverged`.
+    `resume=True` continues from that checkpoint (`resume_from`: the same configuration, shapes and
+    dtypes, or a refusal). A non-finite cost raises `TrainingDiverged`.
     `mesh` trains data-parallel across its devices (see `make_epoch`).
     """
     if epochs < 1:
@@ -283,10 +309,9 @@ def fit(
     out = Path(out_dir) if out_dir is not None else None
     ckpt = out / CHECKPOINT_NAME if out is not None else None
     if resume:
-        if ckpt is None or not ckpt.is_file():
-            raise FileNotFoundError(f"nothing to resume: no {CHECKPOINT_NAME} in {out_dir}")
-        (params, opt_state), meta = checkpoint.load(ckpt, (params, opt_state))
-        history = meta["history"]
+        if out is None:
+            raise FileNotFoundError("nothing to resume: no out_dir given")
+        (params, opt_state), history = resume_from(out, (params, opt_state), config)
 
     codes, denominator = compact_features(data.x_train)
     x_tr, y_tr = jnp.asarray(codes), jnp.asarray(data.y_train)

@@ -8,23 +8,35 @@ For every tensor (each parameter leaf by its pytree path, dx, and for networks e
 gradient) three gradients of the same scalar are compared:
 
 - **hand**: the user's `backward`, run eagerly and under `jax.jit` (the two must agree);
-- **autodiff**: `jax.vjp` of the forward with the same upstream cotangent, in float64;
-- **finite differences**: float64 central differences, the step scaled per entry.
+- **autodiff**: `jax.vjp` of the forward with the same upstream cotangent;
+- **finite differences**: float64 central differences, the step scaled per entry (always float64,
+  whatever precision is under test).
 
-Verdicts tell the cases apart: hand != autodiff while autodiff == finite differences means *the
-backward is wrong*; autodiff != finite differences means the references themselves disagree (a
-precision problem, or a broken finite-difference routine). Entries where the function has a kink
-(one-sided slopes differ, as where a ReLU mask changes between x+h and x-h) are reported as kinks,
-not failures. Errors are never scaled by array size: `rel` is max|a-b| / max(max|a|, max|b|, floor), the floor
-being the rounding noise of the largest gradient in the check (a tensor whose true gradient is 0,
-like a bias before batch norm, is otherwise pure noise on both sides), and
-`ratio` is the least-squares fit hand ~ ratio x autodiff (a missing 1/m reads "x m", a sign flip "x -1").
+The verdicts, and how kinks and non-finite numbers are judged, are in `fnbackprop.verdicts`. Errors
+are never scaled by array size: `rel` is max|a-b| / max(max|a|, max|b|, floor), the floor being the
+rounding noise of the largest gradient in the check (a tensor whose true gradient is 0, like a bias
+before batch norm, is otherwise pure noise on both sides), and `ratio` is the least-squares fit
+hand ~ ratio x autodiff (a missing 1/m reads "x m", a sign flip "x -1").
+
+**No special points.** Parameters the checker draws itself (`params=None`) are moved off the values
+that hide factors: a gamma of 1 hides a forgotten "* gamma", a beta of 0 a forgotten "+ beta" term,
+identical entries a transpose. Each floating leaf p becomes p + (s/2) u, u ~ U(-1, 1) entrywise, s
+the leaf's standard deviation, or |c| for a leaf that is the constant c != 0, or 1 for zeros (so 1
+moves into (0.5, 1.5) and keeps its sign). The report says so in its notes. Given parameters are
+used as given.
+
+**User code that fails is a finding.** An init, forward or backward that raises, or returns the
+wrong pytree structure or something that is not an array, gives a report with one failing row
+(`raised` or `structure mismatch`) naming what failed and what was expected; the traceback is kept
+in `report.traceback`. Wrong shapes and dtypes are per-tensor rows (`shape/dtype mismatch`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import traceback
 import warnings
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -34,148 +46,145 @@ from .check import sample_targets
 from .layers import Layer, forward_with_key
 from .losses import Head
 from .network import Network
-from .numerics import TOL_FINITE_DIFF, TOL_FLOAT32, TOL_FLOAT64, noise_floor, rel_err
+from .numerics import TOL_FINITE_DIFF, TOL_FLOAT32, TOL_FLOAT64, noise_floor
+from .verdicts import (MAX_FD_ENTRIES as MAX_FD_ENTRIES, Report as Report, TensorRow as TensorRow,
+                       compare_tensor as compare_tensor, entries_to_probe, failure_row,
+                       finite_differences_at as finite_differences_at)
 
 Array = jax.Array
 
-#: most entries of one tensor perturbed by finite differences (a random subset beyond that)
-MAX_FD_ENTRIES = 512
-#: a second difference this large, relative to the gradient's scale, marks a kink
-KINK_TOL = 1e-3
-#: the finite-difference step, relative to max(1, |entry|)
-FD_STEP = 6e-6
+MOVED_NOTE = ("parameters drawn by init, then moved off special values (each leaf + (s/2) U(-1, 1), s its spread, "
+              "or its value where constant, or 1 for zeros); pass params= to check at your own values")
 
 
-class TensorRow(NamedTuple):
-    name: str
-    shape: tuple
-    shape_ok: bool
-    max_abs_err: float
-    rel_err: float  # hand vs autodiff
-    worst_index: tuple
-    ratio: float  # least-squares hand / autodiff
-    fd_rel_err: float  # autodiff vs finite differences, over the non-kink entries checked (nan: not checked)
-    kinks: int
-    verdict: str  # "ok" | "kink" | "backward wrong" | "references disagree" | "shape/dtype mismatch"
+class UserCodeFailed(Exception):
+    """The code under check raised, or returned something of the wrong structure."""
 
-    @property
-    def ok(self) -> bool:
-        return self.verdict in ("ok", "kink")
+    def __init__(self, stage: str, verdict: str, detail: str, trace: str = ""):
+        super().__init__(f"{stage}: {detail}")
+        self.stage, self.verdict, self.detail, self.trace = stage, verdict, detail, trace
 
 
-class Report(NamedTuple):
-    subject: str
-    rows: list
-    jit_rel_err: float
-    tol: float
-    fd_tol: float
-    warnings: list
-
-    @property
-    def passed(self) -> bool:
-        return all(r.ok for r in self.rows) and self.jit_rel_err <= self.tol
-
-    def failing(self) -> list[TensorRow]:
-        return [r for r in self.rows if not r.ok]
-
-    def to_dict(self) -> dict:
-        return {"subject": self.subject, "passed": self.passed, "jit_rel_err": self.jit_rel_err, "tol": self.tol,
-                "fd_tol": self.fd_tol, "warnings": self.warnings, "rows": [r._asdict() for r in self.rows]}
+def run_user(stage: str, fn: Callable, *args: Any) -> Any:
+    """fn(*args), with any exception turned into `UserCodeFailed` naming the stage."""
+    try:
+        return fn(*args)
+    except UserCodeFailed:
+        raise
+    except Exception as err:  # noqa: BLE001 (the user's code may raise anything; it is reported, not re-raised)
+        first_line = (str(err).strip().splitlines() or [""])[0][:300]
+        raise UserCodeFailed(stage, "raised", f"{type(err).__name__}: {first_line}", traceback.format_exc()) from None
 
 
-# ----- comparing one tensor ------------------------------------------------------------------------
-def _ratio(hand: np.ndarray, auto: np.ndarray) -> float:
-    denom = float(np.vdot(auto, auto))
-    return float(np.vdot(hand, auto)) / denom if denom > 0 else float("nan")
+class _Spec(str):
+    """A string that prints without quotes inside a container's repr."""
+
+    __repr__ = str.__str__
 
 
-def compare_tensor(name: str, hand: Any, auto: Any, tol: float, fd: tuple | None = None, fd_tol: float = TOL_FINITE_DIFF,
-                   floor: float = 0.0) -> TensorRow:
-    """One row: hand vs autodiff everywhere, autodiff vs finite differences at the sampled entries.
+def describe(tree: Any) -> str:
+    """A pytree with each array leaf written as dtype[shape], e.g. {'W': float64[3, 4]}."""
+    def leaf(a: Any) -> str:
+        return _Spec(f"{np.dtype(a.dtype).name}{list(a.shape)}" if hasattr(a, "shape") and hasattr(a, "dtype") else repr(a))
 
-    `fd` is (flat indices, finite-difference values, second differences) or None; `floor` is the
-    smallest scale a relative error is taken against (`fnbackprop.numerics.noise_floor`).
-    """
-    hand, auto = np.asarray(hand), np.asarray(auto)
-    if hand.shape != auto.shape or not np.issubdtype(hand.dtype, np.floating):
-        return TensorRow(name, tuple(auto.shape), False, float("inf"), float("inf"), (), float("nan"), float("nan"), 0,
-                         f"shape/dtype mismatch: hand {hand.shape} {hand.dtype}, expected {auto.shape} {auto.dtype}")
-    diff = np.abs(hand.astype(np.float64) - auto)
-    scale = max(np.max(np.abs(hand), initial=0.0), np.max(np.abs(auto), initial=0.0), floor)
-    rel = float(np.max(diff, initial=0.0) / scale) if scale > 0 else 0.0
-    worst = tuple(int(i) for i in np.unravel_index(np.argmax(diff), diff.shape)) if diff.size else ()
-    kink_mask = np.zeros(auto.size, bool)
-    fd_rel = float("nan")
-    if fd is not None:
-        idx, fd_values, second = fd
-        grad_scale = max(1.0, float(np.max(np.abs(auto), initial=0.0)))
-        kinks_here = np.abs(second) > KINK_TOL * grad_scale
-        kink_mask[idx[kinks_here]] = True
-        smooth = ~kinks_here
-        fd_rel = rel_err(auto.reshape(-1)[idx[smooth]], fd_values[smooth], floor)
-    bad = (diff.reshape(-1) > tol * scale) if scale > 0 else np.zeros(diff.size, bool)
-    if rel <= tol:
-        verdict = "ok"
-    elif bad.any() and np.all(kink_mask[bad]):
-        verdict = "kink"
-    else:
-        verdict = "backward wrong"
-    if verdict == "ok" and kink_mask.any():
-        verdict = "kink"
-    if fd is not None and fd_rel > fd_tol:
-        verdict = "references disagree"
-    return TensorRow(name, tuple(auto.shape), True, float(np.max(diff, initial=0.0)), rel, worst, _ratio(hand, auto),
-                     fd_rel, int(kink_mask.sum()), verdict)
+    return str(jax.tree_util.tree_map(leaf, tree, is_leaf=lambda a: a is None))
 
 
-# ----- finite differences on chosen entries ----------------------------------------------------------
-def finite_differences_at(f: Callable[[Any], Array], tree: Any, key: Array, max_entries: int = MAX_FD_ENTRIES) -> list:
-    """Per leaf of `tree`: (flat indices, central differences, second differences) of the scalar f.
+def expect_like(stage: str, got: Any, expected: Any, what: str) -> None:
+    """`got` must have the pytree structure of `expected` (any empty pytree stands for another), and
+    array leaves; shapes and dtypes are judged per tensor later."""
+    same = jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(expected)
+    both_empty = not jax.tree_util.tree_leaves(got) and not jax.tree_util.tree_leaves(expected)
+    if not (same or both_empty):
+        raise UserCodeFailed(stage, "structure mismatch", f"{what} is {describe(got)}; expected the structure {describe(expected)}")
+    not_arrays = [p for p, leaf in jax.tree_util.tree_flatten_with_path(got)[0] if not hasattr(leaf, "shape")]
+    if not_arrays:
+        raise UserCodeFailed(stage, "structure mismatch", f"{what} has leaves that are not arrays at "
+                                                          f"{[jax.tree_util.keystr(p) for p in not_arrays][:3]}: {describe(got)}")
 
-    Second differences (f(+h) - 2 f(0) + f(-h)) / h are ~ h f'' where f is smooth and ~ the jump of
-    the slope at a kink. Leaves over `max_entries` entries are sampled at random.
-    """
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    f0 = f(tree)
-    out = []
-    for j, (leaf, k) in enumerate(zip(leaves, jax.random.split(key, max(1, len(leaves))))):
-        flat = jnp.ravel(leaf)
-        idx = np.arange(flat.size) if flat.size <= max_entries else np.sort(
-            np.asarray(jax.random.choice(k, flat.size, (max_entries,), replace=False)))
-        h = FD_STEP * jnp.maximum(1.0, jnp.abs(flat[idx]))
 
-        def at(i, delta, j=j, leaf=leaf, flat=flat):
-            moved = flat.at[i].add(delta).reshape(leaf.shape)
-            return f(jax.tree_util.tree_unflatten(treedef, [moved if n == j else l for n, l in enumerate(leaves)]))
+def expect_pair(stage: str, out: Any, first: str, second: str) -> tuple:
+    """A stage's result must be a pair, e.g. forward's (y, cache) or backward's (dparams, dx)."""
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise UserCodeFailed(stage, "structure mismatch", f"{stage} must return a pair ({first}, {second}); "
+                                                          f"got {type(out).__name__} {describe(out)[:200]}")
+    return tuple(out)
 
-        plus = jax.vmap(at)(jnp.asarray(idx), h)
-        minus = jax.vmap(at)(jnp.asarray(idx), -h)
-        out.append((idx, np.asarray((plus - minus) / (2 * h)), np.asarray((plus - 2 * f0 + minus) / h)))
-    return out
+
+def move_off_special_values(key: Array, params: Any) -> Any:
+    """Each floating leaf p + (s/2) u, u ~ U(-1, 1): s = std(p), or |c| for a constant leaf c != 0, or 1."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    moved = []
+    for leaf, k in zip(leaves, jax.random.split(key, max(1, len(leaves)))):
+        if not jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating) or jnp.size(leaf) == 0:
+            moved.append(leaf)
+            continue
+        spread = float(jnp.std(leaf))
+        s = spread if spread > 0 else (abs(float(jnp.ravel(leaf)[0])) or 1.0)
+        moved.append(leaf + s / 2 * jax.random.uniform(k, jnp.shape(leaf), jnp.asarray(leaf).dtype, -1.0, 1.0))
+    return jax.tree_util.tree_unflatten(treedef, moved)
 
 
 def _as(tree: Any, dtype) -> Any:
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a).astype(dtype) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else a, tree)
 
 
-def _tolerance(dtype, tol: float | None) -> tuple[float, list]:
-    if tol is None:
-        return (TOL_FLOAT64 if dtype == jnp.float64 else TOL_FLOAT32), []
+def _tolerances(dtype, tol: float | None, fd_tol: float) -> tuple[float, float, list]:
+    """(hand vs autodiff tolerance, autodiff vs float64 finite differences tolerance, warnings).
+
+    Below float64, autodiff itself carries the precision's rounding, so it is held to finite
+    differences at no less than the hand-vs-autodiff tolerance.
+    """
     notes = []
-    if dtype != jnp.float64 and tol < 1e-6:
+    is64 = jnp.dtype(dtype) == jnp.float64
+    if tol is None:
+        tol = TOL_FLOAT64 if is64 else TOL_FLOAT32
+    elif not is64 and tol < 1e-6:
         notes.append(f"judging {jnp.dtype(dtype).name} at tolerance {tol:g}: float32 rounding alone is ~1e-7 "
                      "relative per operation, so expect false failures; check in float64")
-        warnings.warn(notes[-1], stacklevel=3)
-    return tol, notes
+        warnings.warn(notes[-1], stacklevel=4)
+    return tol, (fd_tol if is64 else max(fd_tol, tol)), notes
 
 
 def _paths(tree: Any, prefix: str) -> list[str]:
     return [prefix + jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
-def _rows(names, hand_leaves, auto_leaves, fd_list, tol, fd_tol, floor) -> list[TensorRow]:
-    fd_list = fd_list if fd_list is not None else [None] * len(names)
-    return [compare_tensor(n, h, a, tol, fd, fd_tol, floor) for n, h, a, fd in zip(names, hand_leaves, auto_leaves, fd_list)]
+def _precision(dtype) -> contextlib.AbstractContextManager:
+    """float64 checks need jax_enable_x64; switch it on for the check if the caller has not."""
+    return jax.enable_x64(True) if jnp.dtype(dtype) == jnp.float64 else contextlib.nullcontext()
+
+
+def _judge(names: list[str], hand: list, auto: list, jitted: list, tol: float, fd_tol: float, dtype,
+           fd: tuple | None = None) -> list:
+    """Rows for aligned leaves. fd = (scalar f, point whose leaves align with names, key, routine):
+    finite differences of f, in float64, at random entries plus those where hand != autodiff."""
+    floor = noise_floor(auto, dtype, tol)
+    samples = [None] * len(names)
+    if fd is not None:
+        f, point, key, routine = fd
+        keys = jax.random.split(key, len(names))
+        indices = [entries_to_probe(h, a, tol, floor, k) for h, a, k in zip(hand, auto, keys)]
+        with jax.enable_x64(True):
+            samples = run_user("forward (finite differences, float64)", routine, f, _as(point, jnp.float64), key, indices)
+    return [compare_tensor(n, h, a, tol, jitted=j, sample=s, fd_tol=fd_tol, floor=floor)
+            for n, h, a, j, s in zip(names, hand, auto, jitted, samples)]
+
+
+def _report(subject: str, rows: list, tol: float, fd_tol: float, warns: list, notes: tuple = ()) -> Report:
+    jit = max((r.jit_rel_err for r in rows if r.jit_rel_err == r.jit_rel_err), default=float("nan"))
+    return Report(subject, rows, jit, tol, fd_tol, warns, notes)
+
+
+def _guarded(subject: str, dtype, tol: float | None, fd_tol: float, body: Callable[[], Report]) -> Report:
+    """body(), or the report of the user code that failed inside it."""
+    try:
+        with _precision(dtype):
+            return body()
+    except UserCodeFailed as failure:
+        t, f, warns = _tolerances(dtype, tol, fd_tol)
+        return Report(subject, [failure_row(failure.stage, failure.verdict, failure.detail)], float("nan"), t, f, warns,
+                      (), failure.trace)
 
 
 # ----- the public checks -----------------------------------------------------------------------------
@@ -184,77 +193,108 @@ def check_layer(layer: Layer, key: Array, x: Array | None = None, *, in_shape: t
                 finite_differences: Callable = finite_differences_at, layer_key: Array | None = None) -> Report:
     """Check `layer.backward` against jax.vjp of `layer.forward` and finite differences, per tensor.
 
-    Give `x` (m, *in_shape) or `in_shape`; params are drawn with `layer.init` unless given. Stochastic
-    layers run with `layer_key` (a fixed mask), so all references see the same function.
+    Give `x` (m, *in_shape) or `in_shape`; params are drawn with `layer.init` and moved off special
+    values unless given. Stochastic layers run with `layer_key` (a fixed mask), so all references see
+    the same function.
     """
-    k_init, k_x, k_dy, k_fd = jax.random.split(key, 4)
-    if x is None:
-        if in_shape is None:
-            raise ValueError("give x or in_shape")
-        x = jax.random.normal(k_x, (batch, *in_shape), dtype)
-    x = _as(x, dtype)
-    params = _as(layer.init(k_init, tuple(x.shape[1:])) if params is None else params, dtype)
-    tol, notes = _tolerance(dtype, tol)
-    stochastic_key = layer_key if layer_key is not None else jax.random.PRNGKey(0)
+    if x is None and in_shape is None:
+        raise ValueError("give x or in_shape")
+    subject = getattr(layer, "name", type(layer).__name__)
 
-    def forward(p, inp):
-        return forward_with_key(layer, p, inp, stochastic_key)
+    def body() -> Report:
+        k_init, k_x, k_dy, k_fd, k_move = jax.random.split(key, 5)
+        inp = _as(jax.random.normal(k_x, (batch, *in_shape), dtype) if x is None else x, dtype)
+        tol_, fd_tol_, warns = _tolerances(dtype, tol, fd_tol)
+        notes: tuple = ()
+        p = params
+        if p is None:
+            p = run_user("init", layer.init, k_init, tuple(inp.shape[1:]))
+            expect_like("init", p, p, "params")
+            p, notes = move_off_special_values(k_move, _as(p, dtype)), (MOVED_NOTE,)
+        p = _as(p, dtype)
+        skey = layer_key if layer_key is not None else jax.random.PRNGKey(0)
 
-    y, cache = forward(params, x)
-    dy = jax.random.normal(k_dy, y.shape, dtype)
-    hand = layer.backward(params, cache, dy)
-    jitted = jax.jit(lambda p, inp, d: layer.backward(p, forward(p, inp)[1], d))(params, x, dy)
-    _, vjp = jax.vjp(lambda p, inp: forward(p, inp)[0], params, x)
-    auto = vjp(dy)
-    fd = finite_differences(lambda t: jnp.vdot(forward(t["params"], t["x"])[0], dy), {"params": params, "x": x}, k_fd)
-    names = _paths(params, "params") + ["dx"]
-    hand_leaves = jax.tree_util.tree_leaves(hand[0]) + [hand[1]]
-    if len(hand_leaves) != len(names):
-        raise ValueError(f"backward returned {len(hand_leaves) - 1} parameter gradients for {len(names) - 1} parameters")
-    auto_leaves = jax.tree_util.tree_leaves(auto[0]) + [auto[1]]
-    floor = noise_floor(auto_leaves, dtype, tol)
-    rows = _rows(names, hand_leaves, auto_leaves, fd, tol, fd_tol, floor)
-    return Report(getattr(layer, "name", type(layer).__name__), rows, rel_err(hand, jitted, floor), tol, fd_tol, notes)
+        def forward(q, v):
+            return expect_pair("forward", forward_with_key(layer, q, v, skey), "y", "cache")
+
+        y, cache = run_user("forward", forward, p, inp)
+        expect_like("forward", y, jnp.zeros(()), "its output y")
+        dy = jax.random.normal(k_dy, y.shape, dtype)
+
+        def backward(q, c, d):
+            return expect_pair("backward", layer.backward(q, c, d), "dparams", "dx")
+
+        hand = run_user("backward", backward, p, cache, dy)
+        expect_like("backward", hand[0], p, "dparams")
+        expect_like("backward", hand[1], inp, "dx")
+        jitted = run_user("backward under jax.jit", jax.jit(lambda q, v, d: backward(q, forward(q, v)[1], d)), p, inp, dy)
+        expect_like("backward under jax.jit", jitted[0], p, "dparams")
+        auto = run_user("forward under jax.vjp", lambda: jax.vjp(lambda q, v: forward(q, v)[0], p, inp)[1](dy))
+        names = _paths(p, "params") + ["dx"]
+        leaves = [jax.tree_util.tree_leaves(t[0]) + [t[1]] for t in (hand, auto, jitted)]
+        scalar = lambda t: jnp.vdot(forward(t["params"], t["x"])[0], _as(dy, jnp.float64))  # noqa: E731
+        rows = _judge(names, *leaves, tol_, fd_tol_, dtype, (scalar, {"params": p, "x": inp}, k_fd, finite_differences))
+        return _report(subject, rows, tol_, fd_tol_, warns, notes)
+
+    return _guarded(subject, dtype, tol, fd_tol, body)
 
 
 def check_loss(head: Head, key: Array, z: Array | None = None, y: Array | None = None, *, shape: tuple = (4, 3),
                dtype=jnp.float64, tol: float | None = None, fd_tol: float = TOL_FINITE_DIFF,
                finite_differences: Callable = finite_differences_at) -> Report:
     """Check a head's dZ[L] = head.backward(z, y) against jax.grad of head.cost and finite differences."""
-    kz, ky, kf = jax.random.split(key, 3)
-    z = _as(jax.random.normal(kz, shape, dtype) if z is None else z, dtype)
-    y = _as(sample_targets(ky, head.loss.name, z.shape[0], z.shape[1], dtype) if y is None else y, dtype)
-    tol, notes = _tolerance(dtype, tol)
-    hand = head.backward(z, y)
-    jitted = jax.jit(head.backward)(z, y)
-    auto = jax.grad(head.cost)(z, y)
-    fd = finite_differences(lambda t: head.cost(t, y), z, kf)
-    floor = noise_floor(auto, dtype, tol)
-    rows = _rows(["dZ[L]"], [hand], [auto], fd, tol, fd_tol, floor)
-    return Report(f"{head.output.name} + {head.loss.name}", rows, rel_err(hand, jitted, floor), tol, fd_tol, notes)
+    subject = f"{getattr(head.output, 'name', head.output)} + {getattr(head.loss, 'name', head.loss)}"
+
+    def body() -> Report:
+        kz, ky, kf = jax.random.split(key, 3)
+        zz = _as(jax.random.normal(kz, shape, dtype) if z is None else z, dtype)
+        yy = _as(sample_targets(ky, head.loss.name, zz.shape[0], zz.shape[1], dtype) if y is None else y, dtype)
+        tol_, fd_tol_, warns = _tolerances(dtype, tol, fd_tol)
+        hand = run_user("head.backward", head.backward, zz, yy)
+        jitted = run_user("head.backward under jax.jit", jax.jit(head.backward), zz, yy)
+        auto = run_user("head.cost under jax.grad", jax.grad(head.cost), zz, yy)
+        y64 = _as(yy, jnp.float64)
+        rows = _judge(["dZ[L]"], [hand], [auto], [jitted], tol_, fd_tol_, dtype,
+                      (lambda t: head.cost(t[0], y64), [zz], kf, finite_differences))
+        return _report(subject, rows, tol_, fd_tol_, warns)
+
+    return _guarded(subject, dtype, tol, fd_tol, body)
 
 
 def check_network(net: Network, key: Array, x: Array | None = None, y: Array | None = None, *, batch: int = 4,
                   params: Any = None, dtype=jnp.float64, tol: float | None = None, fd_tol: float = TOL_FINITE_DIFF,
                   finite_differences: Callable = finite_differences_at, step_key: Array | None = None) -> Report:
     """Every parameter leaf, every layer's upstream gradient, and dx of a whole network, per tensor."""
-    k_init, k_x, k_y, k_fd = jax.random.split(key, 4)
-    x = _as(jax.random.normal(k_x, (batch, *net.in_shape), dtype) if x is None else x, dtype)
-    y = sample_targets(k_y, net.head.loss.name, x.shape[0], net.n_out, dtype) if y is None else y
-    params = _as(net.init(k_init) if params is None else params, dtype)
-    tol, notes = _tolerance(dtype, tol)
-    skey = step_key if step_key is not None else jax.random.PRNGKey(0)
-    trace = net.trace(params, x, y, skey)
-    jitted = jax.jit(lambda p: net.trace(p, x, y, skey))(params)
-    grads_auto, dx_auto = jax.grad(net.loss, argnums=(0, 1))(params, x, y, skey)
-    probes = tuple(jnp.zeros_like(o) for o in trace.outputs)
-    probe_grads = jax.grad(net.probed_cost, argnums=3)(params, x, y, probes, jnp.zeros_like(trace.prediction), skey)
-    fd = finite_differences(lambda t: net.loss(t["params"], t["x"], y, skey), {"params": params, "x": x}, k_fd)
-    names = _paths(params, "params") + ["dx"]
-    auto_leaves = jax.tree_util.tree_leaves(grads_auto) + [dx_auto]
-    floor = noise_floor(auto_leaves, dtype, tol)
-    rows = _rows(names, jax.tree_util.tree_leaves(trace.grads) + [trace.dx], auto_leaves, fd, tol, fd_tol, floor)
-    layer_names = [f"upstream of layer {i} ({getattr(layer, 'name', type(layer).__name__)})" for i, layer in enumerate(net.layers)]
-    rows += _rows(layer_names, list(trace.cotangents), list(probe_grads), None, tol, fd_tol, noise_floor(probe_grads, dtype, tol))
-    jit_err = rel_err((trace.grads, trace.dx, trace.cotangents), (jitted.grads, jitted.dx, jitted.cotangents), floor)
-    return Report(f"network of {len(net.layers)} layers", rows, jit_err, tol, fd_tol, notes)
+    subject = f"network of {len(net.layers)} layers"
+
+    def body() -> Report:
+        k_init, k_x, k_y, k_fd, k_move = jax.random.split(key, 5)
+        xx = _as(jax.random.normal(k_x, (batch, *net.in_shape), dtype) if x is None else x, dtype)
+        yy = sample_targets(k_y, net.head.loss.name, xx.shape[0], net.n_out, dtype) if y is None else y
+        tol_, fd_tol_, warns = _tolerances(dtype, tol, fd_tol)
+        notes: tuple = ()
+        p = params
+        if p is None:
+            p = run_user("init", net.init, k_init)
+            p, notes = move_off_special_values(k_move, _as(p, dtype)), (MOVED_NOTE,)
+        p = _as(p, dtype)
+        skey = step_key if step_key is not None else jax.random.PRNGKey(0)
+        trace = run_user("forward and backward (net.trace)", net.trace, p, xx, yy, skey)
+        jitted = run_user("forward and backward under jax.jit", jax.jit(lambda q: net.trace(q, xx, yy, skey)), p)
+        for stage, t in (("backward", trace), ("backward under jax.jit", jitted)):
+            expect_like(stage, t.grads, p, "the parameter gradients")
+        grads_auto, dx_auto = run_user("forward under jax.grad", jax.grad(net.loss, argnums=(0, 1)), p, xx, yy, skey)
+        probes = tuple(jnp.zeros_like(o) for o in trace.outputs)
+        probe_grads = run_user("forward under jax.grad", jax.grad(net.probed_cost, argnums=3), p, xx, yy, probes,
+                               jnp.zeros_like(trace.prediction), skey)
+        names = _paths(p, "params") + ["dx"]
+        y64 = _as(yy, jnp.float64)
+        scalar = lambda t: net.loss(t["params"], t["x"], y64, skey)  # noqa: E731
+        rows = _judge(names, jax.tree_util.tree_leaves(trace.grads) + [trace.dx], jax.tree_util.tree_leaves(grads_auto) + [dx_auto],
+                      jax.tree_util.tree_leaves(jitted.grads) + [jitted.dx], tol_, fd_tol_, dtype,
+                      (scalar, {"params": p, "x": xx}, k_fd, finite_differences))
+        layer_names = [f"upstream of layer {i} ({getattr(layer, 'name', type(layer).__name__)})" for i, layer in enumerate(net.layers)]
+        rows += _judge(layer_names, list(trace.cotangents), list(probe_grads), list(jitted.cotangents), tol_, fd_tol_, dtype)
+        return _report(subject, rows, tol_, fd_tol_, warns, notes)
+
+    return _guarded(subject, dtype, tol, fd_tol, body)
