@@ -169,8 +169,9 @@ def _activation_mutants() -> dict[str, LayerMutant]:
         wrong = {"g(Z) instead of g'(Z)": lambda z, a: a}
         if name != "identity":  # identity's g' is 1: leaving it out is no mistake
             wrong["missing g'"] = lambda z, a: jnp.ones_like(z)
+        correct = activation(act)
         for label, derivative in wrong.items():
-            out[f"{name}: {label}"] = LayerMutant(activation(act), activation(dataclasses.replace(act, derivative=derivative)), (6,))
+            out[f"{name}: {label}"] = LayerMutant(correct, activation(dataclasses.replace(act, derivative=derivative)), (6,))
     return out
 
 

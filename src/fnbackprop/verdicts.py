@@ -28,6 +28,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from .numerics import TOL_FINITE_DIFF, first_non_finite, leaf_rel_err
 
@@ -117,34 +118,46 @@ def random_entries(key: Array, size: int, most: int = MAX_FD_ENTRIES) -> np.ndar
     return np.sort(np.asarray(jax.random.choice(key, size, (most,), replace=False)))
 
 
+#: most floats held at once by the batched evaluations of finite differences (evaluations x entries)
+FD_BATCH_FLOATS = 2**24
+#: below this many floats in all, the evaluations run eagerly (their small kernels are cached by shape,
+#: cheaper than compiling the whole for every check); above, as one compiled program
+FD_EAGER_FLOATS = 2**18
+
+
 def finite_differences_at(f: Callable[[Any], Array], tree: Any, key: Array, indices: list | None = None) -> list[FDSample]:
     """Per leaf of `tree`, an `FDSample` of the scalar f at `indices[leaf]` (random entries if None).
 
     The step per entry is h = FD_STEP max(1, |entry|), near eps^(1/3) in float64, balancing the
-    truncation (h^2) of the central quotient against rounding (eps / h).
+    truncation (h^2) of the central quotient against rounding (eps / h). Every evaluation, of every
+    leaf, runs in one vmapped eager call; past FD_EAGER_FLOATS floats in all, in one compiled
+    `lax.map` over batches of at most FD_BATCH_FLOATS floats.
     """
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    f0 = f(tree)
-    samples = []
-    for j, (leaf, k) in enumerate(zip(leaves, jax.random.split(key, max(1, len(leaves))))):
-        flat = jnp.ravel(leaf)
-        idx = np.asarray(indices[j] if indices is not None else random_entries(k, flat.size), dtype=np.int64)
-        if idx.size == 0:
-            samples.append(FDSample(idx, np.zeros((4, 0)), np.zeros(0)))
-            continue
-        h = FD_STEP * jnp.maximum(1.0, jnp.abs(flat[idx]))
+    leaves = jax.tree_util.tree_leaves(tree)
+    flat, unravel = ravel_pytree(tree)
+    keys = jax.random.split(key, max(1, len(leaves)))
+    per_leaf = [np.asarray(indices[j] if indices is not None else random_entries(keys[j], jnp.size(leaf)), np.int64)
+                for j, leaf in enumerate(leaves)]
+    offsets = np.cumsum([0] + [int(jnp.size(leaf)) for leaf in leaves])
+    where = np.concatenate([offsets[j] + idx for j, idx in enumerate(per_leaf)] + [np.zeros(0, np.int64)])
+    h = FD_STEP * np.maximum(1.0, np.abs(np.asarray(flat, np.float64)[where]))
+    steps = np.concatenate([h, -h, h / SMALL_STEP, -h / SMALL_STEP])
 
-        def at(i, delta, j=j, leaf=leaf, flat=flat):
-            moved = flat.at[i].add(delta).reshape(leaf.shape)
-            return f(jax.tree_util.tree_unflatten(treedef, [moved if n == j else l for n, l in enumerate(leaves)]))
+    def evaluate(flat, where, steps):
+        moved = lambda a: f(unravel(flat.at[a[0]].add(a[1].astype(flat.dtype))))  # noqa: E731
+        if steps.size * flat.size <= FD_EAGER_FLOATS:  # small: one vmapped eager call, its kernels cached by shape
+            return f(unravel(flat)), jax.vmap(moved)((where, steps))
+        batch = max(1, FD_BATCH_FLOATS // flat.size)  # large: compiled, in batches that bound the memory
+        return jax.jit(lambda: (f(unravel(flat)), jax.lax.map(moved, (where, steps), batch_size=batch)))()
 
-        steps = jnp.concatenate([h, -h, h / SMALL_STEP, -h / SMALL_STEP])
-        plus, minus, plus2, minus2 = np.asarray(jax.vmap(at)(jnp.tile(jnp.asarray(idx), 4), steps)).reshape(4, -1)
-        h, f0_ = np.asarray(h), float(f0)
-        slopes = np.stack([(plus - f0_) / h, (f0_ - minus) / h, SMALL_STEP * (plus2 - f0_) / h, SMALL_STEP * (f0_ - minus2) / h])
-        level = np.max(np.abs(np.stack([plus, minus, plus2, minus2, np.full_like(plus, f0_)])), axis=0)
-        samples.append(FDSample(idx, slopes, float(jnp.finfo(jnp.float64).eps) * level / h))
-    return samples
+    f0, values = evaluate(flat, jnp.asarray(np.tile(where, 4)), jnp.asarray(steps))
+    f0 = float(f0)
+    plus, minus, plus2, minus2 = np.asarray(values, np.float64).reshape(4, -1)
+    slopes = np.stack([(plus - f0) / h, (f0 - minus) / h, SMALL_STEP * (plus2 - f0) / h, SMALL_STEP * (f0 - minus2) / h])
+    level = np.max(np.abs(np.stack([plus, minus, plus2, minus2, np.full_like(plus, f0)])), axis=0)
+    noise = float(jnp.finfo(jnp.float64).eps) * level / h
+    bounds = np.cumsum([0] + [idx.size for idx in per_leaf])
+    return [FDSample(idx, slopes[:, a:b], noise[a:b]) for idx, a, b in zip(per_leaf, bounds[:-1], bounds[1:])]
 
 
 def entries_to_probe(hand: Any, auto: Any, tol: float, floor: float, key: Array) -> np.ndarray:

@@ -112,17 +112,29 @@ def expect_pair(stage: str, out: Any, first: str, second: str) -> tuple:
 
 
 def move_off_special_values(key: Array, params: Any) -> Any:
-    """Each floating leaf p + (s/2) u, u ~ U(-1, 1): s = std(p), or |c| for a constant leaf c != 0, or 1."""
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    moved = []
-    for leaf, k in zip(leaves, jax.random.split(key, max(1, len(leaves)))):
-        if not jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating) or jnp.size(leaf) == 0:
-            moved.append(leaf)
-            continue
-        spread = float(jnp.std(leaf))
-        s = spread if spread > 0 else (abs(float(jnp.ravel(leaf)[0])) or 1.0)
-        moved.append(leaf + s / 2 * jax.random.uniform(k, jnp.shape(leaf), jnp.asarray(leaf).dtype, -1.0, 1.0))
-    return jax.tree_util.tree_unflatten(treedef, moved)
+    """Each floating leaf p + (s/2) u, u ~ U(-1, 1): s = std(p), or |c| for a constant leaf c != 0, or 1.
+
+    Drawn with numpy from the key's bits (a handful of leaves does not need a compiled kernel each)."""
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+
+    def move(leaf: Any) -> Any:
+        value = np.asarray(leaf)
+        if not np.issubdtype(value.dtype, np.floating) or value.size == 0:
+            return leaf
+        spread = float(np.std(value))
+        s = spread if spread > 0 else (abs(float(value.reshape(-1)[0])) or 1.0)
+        return jnp.asarray(value + s / 2 * rng.uniform(-1.0, 1.0, value.shape), dtype=value.dtype)
+
+    return jax.tree_util.tree_map(move, params)
+
+
+def _parameters(given: Any, draw: Callable[[], Any], key: Array, dtype) -> tuple[Any, tuple]:
+    """(params, notes): the given parameters as given, or drawn by `draw()` and moved off special values."""
+    if given is not None:
+        return _as(given, dtype), ()
+    drawn = run_user("init", draw)
+    expect_like("init", drawn, drawn, "params")
+    return move_off_special_values(key, _as(drawn, dtype)), (MOVED_NOTE,)
 
 
 def _as(tree: Any, dtype) -> Any:
@@ -205,13 +217,7 @@ def check_layer(layer: Layer, key: Array, x: Array | None = None, *, in_shape: t
         k_init, k_x, k_dy, k_fd, k_move = jax.random.split(key, 5)
         inp = _as(jax.random.normal(k_x, (batch, *in_shape), dtype) if x is None else x, dtype)
         tol_, fd_tol_, warns = _tolerances(dtype, tol, fd_tol)
-        notes: tuple = ()
-        p = params
-        if p is None:
-            p = run_user("init", layer.init, k_init, tuple(inp.shape[1:]))
-            expect_like("init", p, p, "params")
-            p, notes = move_off_special_values(k_move, _as(p, dtype)), (MOVED_NOTE,)
-        p = _as(p, dtype)
+        p, notes = _parameters(params, lambda: layer.init(k_init, tuple(inp.shape[1:])), k_move, dtype)
         skey = layer_key if layer_key is not None else jax.random.PRNGKey(0)
 
         def forward(q, v):
@@ -229,7 +235,7 @@ def check_layer(layer: Layer, key: Array, x: Array | None = None, *, in_shape: t
         expect_like("backward", hand[1], inp, "dx")
         jitted = run_user("backward under jax.jit", jax.jit(lambda q, v, d: backward(q, forward(q, v)[1], d)), p, inp, dy)
         expect_like("backward under jax.jit", jitted[0], p, "dparams")
-        auto = run_user("forward under jax.vjp", lambda: jax.vjp(lambda q, v: forward(q, v)[0], p, inp)[1](dy))
+        auto = run_user("forward under jax.vjp", jax.jit(lambda q, v, d: jax.vjp(lambda q, v: forward(q, v)[0], q, v)[1](d)), p, inp, dy)
         names = _paths(p, "params") + ["dx"]
         leaves = [jax.tree_util.tree_leaves(t[0]) + [t[1]] for t in (hand, auto, jitted)]
         scalar = lambda t: jnp.vdot(forward(t["params"], t["x"])[0], _as(dy, jnp.float64))  # noqa: E731
@@ -272,20 +278,15 @@ def check_network(net: Network, key: Array, x: Array | None = None, y: Array | N
         xx = _as(jax.random.normal(k_x, (batch, *net.in_shape), dtype) if x is None else x, dtype)
         yy = sample_targets(k_y, net.head.loss.name, xx.shape[0], net.n_out, dtype) if y is None else y
         tol_, fd_tol_, warns = _tolerances(dtype, tol, fd_tol)
-        notes: tuple = ()
-        p = params
-        if p is None:
-            p = run_user("init", net.init, k_init)
-            p, notes = move_off_special_values(k_move, _as(p, dtype)), (MOVED_NOTE,)
-        p = _as(p, dtype)
+        p, notes = _parameters(params, lambda: net.init(k_init), k_move, dtype)
         skey = step_key if step_key is not None else jax.random.PRNGKey(0)
         trace = run_user("forward and backward (net.trace)", net.trace, p, xx, yy, skey)
         jitted = run_user("forward and backward under jax.jit", jax.jit(lambda q: net.trace(q, xx, yy, skey)), p)
         for stage, t in (("backward", trace), ("backward under jax.jit", jitted)):
             expect_like(stage, t.grads, p, "the parameter gradients")
-        grads_auto, dx_auto = run_user("forward under jax.grad", jax.grad(net.loss, argnums=(0, 1)), p, xx, yy, skey)
+        grads_auto, dx_auto = run_user("forward under jax.grad", jax.jit(jax.grad(net.loss, argnums=(0, 1))), p, xx, yy, skey)
         probes = tuple(jnp.zeros_like(o) for o in trace.outputs)
-        probe_grads = run_user("forward under jax.grad", jax.grad(net.probed_cost, argnums=3), p, xx, yy, probes,
+        probe_grads = run_user("forward under jax.grad", jax.jit(jax.grad(net.probed_cost, argnums=3)), p, xx, yy, probes,
                                jnp.zeros_like(trace.prediction), skey)
         names = _paths(p, "params") + ["dx"]
         y64 = _as(yy, jnp.float64)
