@@ -77,6 +77,10 @@ def test_custom_vjp_grad_is_the_hand_backward(problem):
     assert float(net.hand_loss(params, x, y)) == pytest.approx(float(cost), rel=1e-14)
     dx = jax.grad(net.hand_loss, argnums=1)(params, x, y)
     assert rel_err(dx, jax.grad(net.loss, argnums=1)(params, x, y)) <= TOL_FLOAT64
+    # inside a larger function the rule receives a cotangent other than 1 and must scale by it
+    scaled, scaled_dx = jax.grad(lambda p, v: -3.0 * net.hand_loss(p, v, y), argnums=(0, 1))(params, x)
+    assert rel_err(scaled, jax.tree_util.tree_map(lambda g: -3.0 * g, hand)) <= TOL_FLOAT64
+    assert rel_err(scaled_dx, -3.0 * dx) <= TOL_FLOAT64
 
 
 def test_per_example_gradients_by_vmap_average_to_the_batch_gradient(problem):

@@ -167,6 +167,24 @@ def test_metrics_per_epoch(digits):
     assert history[1]["train_cost"] < history[0]["train_cost"]
 
 
+def test_every_epoch_draws_its_own_shuffle_from_fold_in_of_the_key(digits, monkeypatch):
+    """The documented contract: epoch e runs with fold_in(shuffle_key, e), shuffle_key = split(key)[1]."""
+    import fnbackprop.train as train
+
+    keys, real_make_epoch = [], train.make_epoch
+
+    def recording_make_epoch(*args, **kwargs):
+        epoch = real_make_epoch(*args, **kwargs)
+        return lambda params, state, key, x, y: (keys.append(np.asarray(key)), epoch(params, state, key, x, y))[1]
+
+    monkeypatch.setattr(train, "make_epoch", recording_make_epoch)
+    _fit(digits, epochs=2)
+    shuffle_key = jax.random.split(jax.random.PRNGKey(0))[1]
+    assert [k.tolist() for k in keys] == [np.asarray(jax.random.fold_in(shuffle_key, e)).tolist() for e in (1, 2)]
+    orders = [np.asarray(epoch_order(jnp.asarray(k), 100)) for k in keys]
+    assert not np.array_equal(*orders)  # two different shuffles
+
+
 def test_interrupt_and_resume_gives_the_uninterrupted_parameters(digits, tmp_path):
     straight = _fit(digits, epochs=4)
     _fit(digits, epochs=2, out_dir=tmp_path)  # "interrupted" after epoch 2

@@ -184,3 +184,13 @@ def test_cli_check_target_exit_codes(capsys):
 def test_cli_check_target_usage_errors(capsys, target, message):
     assert cli.main(["check", target.format(f=THIS_FILE)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_inverted_dropout_scales_the_kept_units_and_is_the_identity_at_inference():
+    """y = x * mask / (1 - rate): kept units are x / (1 - rate), dropped ones 0, and E[y] = x."""
+    layer, x = fb.dropout(0.25), jnp.ones((200, 50))
+    y, _ = layer.forward({}, x, jax.random.PRNGKey(3))
+    kept = np.asarray(y) != 0
+    assert np.allclose(np.asarray(y)[kept], 1 / 0.75) and abs(kept.mean() - 0.75) < 0.01  # 10,000 draws: sd 0.004
+    assert abs(float(jnp.mean(y)) - 1.0) < 0.02
+    assert (layer.forward({}, x, None)[0] == x).all()
