@@ -33,9 +33,11 @@ TITLES = {"nielsen": "[784, 30, 10] sigmoid + quadratic", "softmax": "[784, 100,
 
 
 def global_rel_diff(a, b) -> jax.Array:
+    """||a - b||_2 / ||b||_2 over all leaves (jit-able, inside the scan); infinite if anything is non-finite."""
     diff = sum(jnp.sum((x - y) ** 2) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
     ref = sum(jnp.sum(y ** 2) for y in jax.tree_util.tree_leaves(b))
-    return jnp.sqrt(diff / ref)
+    ratio = jnp.sqrt(diff / ref)
+    return jnp.where(jnp.isfinite(ratio), ratio, jnp.inf)
 
 
 def per_step_differences(run: dict, x, y) -> np.ndarray:

@@ -152,7 +152,9 @@ def run_suite(dest: Path, args: list[str], timeout: float) -> tuple[bool, float,
     except subprocess.TimeoutExpired:
         return True, time.perf_counter() - start, "timed out (counted as red: the suite did not pass)"
     lines = [line for line in done.stdout.strip().splitlines() if line.strip()]
-    return done.returncode != 0, time.perf_counter() - start, lines[-1] if lines else done.stderr[-200:]
+    first_red = next((line.split(" - ")[0] for line in lines if line.startswith(("FAILED", "ERROR"))), "")
+    summary = lines[-1] if lines else done.stderr[-200:]
+    return done.returncode != 0, time.perf_counter() - start, f"{summary}; first: {first_red}" if first_red else summary
 
 
 def main() -> int:

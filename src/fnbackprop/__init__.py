@@ -7,5 +7,7 @@ from .layers import (batch_norm as batch_norm, dropout as dropout, layer_norm as
                      softmax as softmax)
 from .network import MLP as MLP, Network as Network, Trace as Trace, mlp as mlp, network as network
 from .verify import Report as Report, check_layer as check_layer, check_loss as check_loss, check_network as check_network
+from .verify_vjp import check_vjp as check_vjp
+from . import testing as testing
 
 __version__ = "0.1.0"

@@ -1,0 +1,53 @@
+"""Use the checker in your own test suite: assertions whose message is the report table.
+
+    from fnbackprop.testing import assert_vjp_correct, assert_layer_correct
+
+    def test_my_logsumexp():
+        assert_vjp_correct(my_logsumexp, jnp.ones((4, 5)))          # AssertionError: the failing rows
+
+    def test_my_layer():
+        assert_layer_correct(MyLayer(), in_shape=(8,))
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+
+from .verdicts import Report
+from .verify import check_layer
+from .verify_vjp import check_vjp
+
+Array = jax.Array
+
+
+def report_text(report: Report) -> str:
+    """The report as a plain-text table: one line per row, the failing ones marked."""
+    lines = [f"{report.subject}: {'PASS' if report.passed else 'FAIL'} (tolerance {report.tol:g}; "
+             f"finite differences {report.fd_tol:g})"]
+    for r in report.rows:
+        mark = "  " if r.ok else "X "
+        ratio = "" if r.ratio != r.ratio else f" hand/auto x{r.ratio:.4g}"
+        lines.append(f"{mark}{r.name} {r.shape}: {r.verdict}; rel err {r.rel_err:.2e}{ratio}"
+                     + (f"; {r.detail}" if r.detail else ""))
+    lines += [f"note: {n}" for n in report.notes] + [f"warning: {w}" for w in report.warnings]
+    return "\n".join(lines)
+
+
+def _assert_passed(report: Report) -> Report:
+    if not report.passed:
+        raise AssertionError("\n" + report_text(report)
+                             + (f"\n\ntraceback of the failing code:\n{report.traceback}" if report.traceback else ""))
+    return report
+
+
+def assert_vjp_correct(f: Callable, *args: Any, **options: Any) -> Report:
+    """`fb.check_vjp(f, *args, **options)`, raising AssertionError with the table unless it passes."""
+    return _assert_passed(check_vjp(f, *args, **options))
+
+
+def assert_layer_correct(layer: Any, key: Array | None = None, x: Array | None = None, **options: Any) -> Report:
+    """`fb.check_layer(layer, key, x, **options)` (key defaults to PRNGKey(0)), raising AssertionError
+    with the table unless it passes."""
+    return _assert_passed(check_layer(layer, jax.random.PRNGKey(0) if key is None else key, x, **options))

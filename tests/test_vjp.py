@@ -1,0 +1,123 @@
+"""fb.check_vjp: custom_vjp rules written here (not taken from the package), each correct or with one
+planted mistake, on pytree, integer and nondiff inputs; and the fb.testing assertions."""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fnbackprop as fb
+
+FLOAT64 = True
+
+
+def logsumexp_rule(mistake=""):
+    """Stable log-sum-exp over the last axis; its rule is d lse / dx = softmax(x)."""
+
+    @jax.custom_vjp
+    def lse(x):
+        top = jnp.max(x, -1, keepdims=True)
+        return top[..., 0] + jnp.log(jnp.sum(jnp.exp(x - top), -1))
+
+    def fwd(x):
+        y = lse(x)
+        return y, (x, y)
+
+    def bwd(res, g):
+        x, y = res
+        p = jnp.exp(x - y[..., None])
+        return ({"": g[..., None] * p, "scale": 2 * g[..., None] * p, "sign": -g[..., None] * p,
+                 "g forgotten": p, "nan": (g[..., None] * p).at[0, 0].set(jnp.nan)}[mistake],)
+
+    lse.defvjp(fwd, bwd)
+    return lse
+
+
+X = jax.random.normal(jax.random.PRNGKey(1), (4, 5))
+
+
+def test_a_correct_rule_passes_and_says_where_it_was_compared():
+    report = fb.check_vjp(logsumexp_rule(), X)
+    assert report.passed and [r.name for r in report.rows] == ["args[0]"]
+    assert report.rows[0].rel_err <= 1e-12 and report.rows[0].fd_rel_err <= 1e-8
+
+
+@pytest.mark.parametrize("mistake,verdict,ratio", [("scale", "backward wrong", 2.0), ("sign", "backward wrong", -1.0),
+                                                   ("g forgotten", "backward wrong", None), ("nan", "non-finite", None)])
+def test_a_planted_mistake_in_the_rule_fails(mistake, verdict, ratio):
+    (row,) = fb.check_vjp(logsumexp_rule(mistake), X).failing()
+    assert row.verdict == verdict
+    if ratio is not None:
+        assert row.ratio == pytest.approx(ratio)
+
+
+def embedding_sum(mistake=""):
+    """sum(W[idx] * b): a pytree input and an integer one (its cotangent is float0)."""
+
+    @jax.custom_vjp
+    def f(params, idx):
+        return jnp.sum(params["W"][idx] * params["b"])
+
+    def fwd(params, idx):
+        return f(params, idx), (params, idx)
+
+    def bwd(res, g):
+        params, idx = res
+        rows = g * params["b"] if mistake != "no scatter-add" else g * params["b"] / 2
+        dW = jnp.zeros_like(params["W"]).at[idx].add(rows) if mistake != "set, not add" else jnp.zeros_like(params["W"]).at[idx].set(rows)
+        return {"W": dW, "b": g * jnp.sum(params["W"][idx], 0)}, np.zeros(idx.shape, jax.dtypes.float0)
+
+    f.defvjp(fwd, bwd)
+    return f
+
+
+PARAMS = {"W": jax.random.normal(jax.random.PRNGKey(2), (6, 3)), "b": jnp.array([0.5, -1.0, 2.0])}
+IDX = jnp.array([0, 2, 2, 5])  # index 2 twice: its gradient rows must add up
+
+
+def test_pytree_and_integer_inputs_get_a_row_each_in_argument_order():
+    report = fb.check_vjp(embedding_sum(), PARAMS, IDX)
+    assert report.passed
+    assert [r.name for r in report.rows] == ["args[0]['W']", "args[0]['b']", "args[1]"]
+    assert "not differentiable" in report.rows[2].detail
+
+
+def test_a_scatter_that_overwrites_repeated_rows_is_named():
+    report = fb.check_vjp(embedding_sum("set, not add"), PARAMS, IDX)
+    assert [(r.name, r.verdict) for r in report.failing()] == [("args[0]['W']", "backward wrong")]
+
+
+def test_nondiff_argnums_are_passed_as_given():
+    @partial(jax.custom_vjp, nondiff_argnums=(1,))
+    def power(x, n):
+        return x**n
+
+    power.defvjp(lambda x, n: (power(x, n), x), lambda n, x, ct: (n * x ** (n - 1) * ct,))
+    report = fb.check_vjp(power, jnp.array([0.5, 2.0, 3.0]), 3)
+    assert report.passed and [r.name for r in report.rows] == ["args[0]"] and "nondiff_argnums (1,)" in report.notes[0]
+
+
+def test_a_plain_function_with_its_own_rule():
+    a, b = jax.random.normal(jax.random.PRNGKey(3), (4, 4)), jax.random.normal(jax.random.PRNGKey(4), (4, 4))
+    right = fb.check_vjp(lambda a, b: a @ b, a, b, vjp=lambda a, b, ct: (ct @ b.T, a.T @ ct))
+    transposed = fb.check_vjp(lambda a, b: a @ b, a, b, vjp=lambda a, b, ct: (ct @ b, a.T @ ct))  # square: shapes fit
+    assert right.passed and [r.name for r in transposed.failing()] == ["args[0]"]
+
+
+def test_a_rule_that_raises_is_a_report_and_a_plain_function_without_a_rule_is_refused():
+    report = fb.check_vjp(lambda a, b: a @ b, jnp.ones((2, 3)), jnp.ones((3, 2)), vjp=lambda a, b, ct: (ct @ b, a.T @ ct))
+    assert not report.passed and report.rows[0].verdict == "raised" and "dot_general" in report.rows[0].detail
+    with pytest.raises(TypeError, match="custom_vjp"):
+        fb.check_vjp(lambda a: a, jnp.ones(3))
+
+
+def test_the_testing_assertions_raise_with_the_table():
+    fb.testing.assert_vjp_correct(logsumexp_rule(), X)
+    with pytest.raises(AssertionError, match=r"X args\[0\] \(4, 5\): backward wrong.*x2"):
+        fb.testing.assert_vjp_correct(logsumexp_rule("scale"), X)
+    fb.testing.assert_layer_correct(fb.dense(3), in_shape=(4,))
+    with pytest.raises(AssertionError, match="dx"):
+        broken = fb.dense(3)._replace(backward=lambda p, x, dz: (fb.layers.dense_backward(p, x, dz)[0], 2 * dz @ p["W"]))
+        fb.testing.assert_layer_correct(broken, in_shape=(4,))
