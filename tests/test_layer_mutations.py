@@ -30,11 +30,24 @@ def test_the_catalogue_covers_every_built_in_layer_family_and_head():
 KEY = jax.random.PRNGKey(7)
 
 
-def test_every_planted_mistake_is_caught_as_a_wrong_backward():
+#: the kind of mistake each planted one is, by its name (written here from the mistakes' definitions)
+EXPECTED_KIND = {"1/m dropped": "scale", "sign flip": "sign", "g(Z) instead of g'(Z)": "activation-for-derivative",
+                 "missing g'": "missing-derivative", "g'(Z[L]) forgotten": "missing-derivative",
+                 "dW = A_prev^T dZ (transposed)": "transpose", "db = mean_i dZ_i": "scale",
+                 "1/(1 - rate) forgotten": "scale", "mask forgotten": "missing-derivative",
+                 "inner path missing": "missing-derivative", "xhat forgotten": "swapped"}
+
+
+def test_every_planted_mistake_is_caught_as_a_wrong_backward_and_its_kind_named():
     reports = {name: check(m.mutant, m.in_shape, KEY) for name, m in CATALOGUE.items()}
     assert [name for name, report in reports.items() if report.passed] == []  # 100%
     blamed = {name: {r.verdict for r in report.failing()} for name, report in reports.items()}
     assert all(v == {"backward wrong"} for v in blamed.values()), blamed  # the references still agree
+    kinds = {name: report.failing()[0].diagnosis.split(":")[0].split(" ")[0] for name, report in reports.items()}
+    expected = {name: kind for name in CATALOGUE for pattern, kind in EXPECTED_KIND.items() if pattern in name}
+    assert {name: kinds[name] for name in expected} == expected
+    assert len(expected) >= 70  # of 89: the rest (norm's inner terms, W for W^T in dx, ...) read `unknown` with evidence
+    assert reports["head softmax + cross_entropy: 1/m dropped"].failing()[0].diagnosis.startswith("scale x4:")  # m = 4
 
 
 def test_every_correct_twin_passes():

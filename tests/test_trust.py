@@ -280,3 +280,21 @@ TANH_WITH_NAN = tanh_with_bad_entry(NAN)
 RAISES = Scale("backward raises")
 WRONG_SHAPES = Scale("shapes that do not combine")
 
+
+
+# ----- the diagnosis of a failing tensor ------------------------------------------------------------------
+def test_diagnosis_names_each_kind_of_mistake():
+    from fnbackprop.diagnosis import diagnose
+
+    rng = np.random.default_rng(0)
+    true, other = rng.normal(size=(3, 3)), rng.normal(size=(3, 3))
+    dy, y = rng.normal(size=(3, 3)), rng.normal(size=(3, 3))
+    cases = {
+        "scale x8": 8 * true, "sign": -true, "transpose": true.T, "zero": np.zeros((3, 3)),
+        "swapped": other, "non-finite": np.where(np.eye(3) > 0, np.nan, true),
+        "missing-derivative": dy, "activation-for-derivative": dy * y, "unknown": true + rng.normal(size=(3, 3)),
+    }
+    for kind, hand in cases.items():
+        assert diagnose(hand, true, {"params['b']": other}, (dy, y)).startswith(kind), kind
+    assert diagnose(np.tile(true[None], (4, 1, 1)) / 4, true).startswith("broadcast-sum")  # (4, 3, 3) summed is true
+    assert diagnose(true * (1 + 1e-3), true).startswith("scale x1.001")  # a small factor is still a factor

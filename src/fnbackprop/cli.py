@@ -119,7 +119,7 @@ def print_report(report, show_traceback: bool = False) -> None:
         colour = "green" if r.ok else "red bold"
         table.add_row(escape(r.name), str(r.shape), f"[{colour}]{escape(r.verdict)}[/{colour}]", _format_err(r.rel_err),
                       _format_err(r.max_abs_err), str(r.worst_index), "-" if r.ratio != r.ratio else f"x{r.ratio:.3g}",
-                      _format_err(r.fd_rel_err), str(r.kinks), escape(r.detail))
+                      _format_err(r.fd_rel_err), str(r.kinks), escape("; ".join(t for t in (r.detail, r.diagnosis) if t)))
     console.print(table)
     console.print(f"eager vs jit: max rel. error {_format_err(report.jit_rel_err)}; tolerance {report.tol:g} (hand vs autodiff), "
                   f"{report.fd_tol:g} (autodiff vs finite differences)")
@@ -164,7 +164,7 @@ def run_check_target(args: argparse.Namespace) -> int:
     if report.passed:
         _say(args, f"[green]PASS: every tensor of {escape(report.subject)} agrees[/green]")
         return 0
-    _say(args, "[red]FAIL: " + escape("; ".join(f"{r.name}: {r.verdict}" + (f" ({r.detail})" if r.detail else "")
+    _say(args, "[red]FAIL: " + escape("; ".join(f"{r.name}: {r.verdict}" + (f" ({r.diagnosis or r.detail})" if r.diagnosis or r.detail else "")
                                                for r in failing)) + "[/red]")
     return 1
 

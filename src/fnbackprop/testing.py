@@ -30,7 +30,7 @@ def report_text(report: Report) -> str:
         mark = "  " if r.ok else "X "
         ratio = "" if r.ratio != r.ratio else f" hand/auto x{r.ratio:.4g}"
         lines.append(f"{mark}{r.name} {r.shape}: {r.verdict}; rel err {r.rel_err:.2e}{ratio}"
-                     + (f"; {r.detail}" if r.detail else ""))
+                     + "".join(f"; {t}" for t in (r.detail, r.diagnosis) if t))
     lines += [f"note: {n}" for n in report.notes] + [f"warning: {w}" for w in report.warnings]
     return "\n".join(lines)
 

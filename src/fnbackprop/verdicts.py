@@ -63,6 +63,7 @@ class TensorRow(NamedTuple):
     verdict: str  # one of VERDICTS
     jit_rel_err: float = float("nan")  # hand eager vs hand under jax.jit
     detail: str = ""  # what went wrong, where, in words
+    diagnosis: str = ""  # failing rows: the kind of mistake, then the evidence (`fnbackprop.diagnosis`)
 
     @property
     def ok(self) -> bool:

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .check import sample_targets
+from .diagnosis import diagnose
 from .layers import Layer, forward_with_key
 from .losses import Head
 from .network import Network
@@ -52,6 +53,9 @@ from .verdicts import (MAX_FD_ENTRIES as MAX_FD_ENTRIES, Report as Report, Tenso
                        finite_differences_at as finite_differences_at)
 
 Array = jax.Array
+
+#: the verdicts whose rows carry a diagnosis of the mistake's kind
+DIAGNOSED = ("backward wrong", "non-finite", "shape/dtype mismatch")
 
 MOVED_NOTE = ("parameters drawn by init, then moved off special values (each leaf + (s/2) U(-1, 1), s its spread, "
               "or its value where constant, or 1 for zeros); pass params= to check at your own values")
@@ -168,7 +172,7 @@ def _precision(dtype) -> contextlib.AbstractContextManager:
 
 
 def _judge(names: list[str], hand: list, auto: list, jitted: list, tol: float, fd_tol: float, dtype,
-           fd: tuple | None = None) -> list:
+           fd: tuple | None = None, local: dict | None = None) -> list:
     """Rows for aligned leaves. fd = (scalar f, point whose leaves align with names, key, routine):
     finite differences of f, in float64, at random entries plus those where hand != autodiff."""
     floor = noise_floor(auto, dtype, tol)
@@ -179,8 +183,10 @@ def _judge(names: list[str], hand: list, auto: list, jitted: list, tol: float, f
         indices = [entries_to_probe(h, a, tol, floor, k) for h, a, k in zip(hand, auto, keys)]
         with jax.enable_x64(True):
             samples = run_user("forward (finite differences, float64)", routine, f, _as(point, jnp.float64), key, indices)
-    return [compare_tensor(n, h, a, tol, jitted=j, sample=s, fd_tol=fd_tol, floor=floor)
+    rows = [compare_tensor(n, h, a, tol, jitted=j, sample=s, fd_tol=fd_tol, floor=floor)
             for n, h, a, j, s in zip(names, hand, auto, jitted, samples)]
+    return [r._replace(diagnosis=diagnose(h, a, {n: o for n, o in zip(names, auto) if n != r.name}, (local or {}).get(r.name)))
+            if r.verdict in DIAGNOSED else r for r, h, a in zip(rows, hand, auto)]
 
 
 def _report(subject: str, rows: list, tol: float, fd_tol: float, warns: list, notes: tuple = ()) -> Report:
@@ -239,7 +245,8 @@ def check_layer(layer: Layer, key: Array, x: Array | None = None, *, in_shape: t
         names = _paths(p, "params") + ["dx"]
         leaves = [jax.tree_util.tree_leaves(t[0]) + [t[1]] for t in (hand, auto, jitted)]
         scalar = lambda t: jnp.vdot(forward(t["params"], t["x"])[0], _as(dy, jnp.float64))  # noqa: E731
-        rows = _judge(names, *leaves, tol_, fd_tol_, dtype, (scalar, {"params": p, "x": inp}, k_fd, finite_differences))
+        rows = _judge(names, *leaves, tol_, fd_tol_, dtype, (scalar, {"params": p, "x": inp}, k_fd, finite_differences),
+                      {"dx": (dy, y)} if y.shape == inp.shape else None)
         return _report(subject, rows, tol_, fd_tol_, warns, notes)
 
     return _guarded(subject, dtype, tol, fd_tol, body)
@@ -260,8 +267,9 @@ def check_loss(head: Head, key: Array, z: Array | None = None, y: Array | None =
         jitted = run_user("head.backward under jax.jit", jax.jit(head.backward), zz, yy)
         auto = run_user("head.cost under jax.grad", jax.grad(head.cost), zz, yy)
         y64 = _as(yy, jnp.float64)
+        local = run_user("head.grad_output and head.predict", lambda: (head.grad_output(zz, yy), head.predict(zz)))
         rows = _judge(["dZ[L]"], [hand], [auto], [jitted], tol_, fd_tol_, dtype,
-                      (lambda t: head.cost(t[0], y64), [zz], kf, finite_differences))
+                      (lambda t: head.cost(t[0], y64), [zz], kf, finite_differences), {"dZ[L]": local})
         return _report(subject, rows, tol_, fd_tol_, warns)
 
     return _guarded(subject, dtype, tol, fd_tol, body)

@@ -1,0 +1,83 @@
+"""What kind of mistake a failing tensor shows: a word, then the evidence.
+
+`diagnose(hand, auto, others)` compares the wrong hand gradient with the true one (autodiff) and with
+the true gradients of the check's other tensors. The first word is one of
+
+- `non-finite`: NaN or infinity in the hand gradient;
+- `zero`: the hand gradient is 0 everywhere, the true one is not;
+- `sign`: hand = -autodiff;
+- `scale`: hand = c x autodiff for one c (a missing or extra 1/m reads "scale x8" at m = 8);
+- `transpose`: hand = autodiff with its last two axes swapped (a square W where W^T belongs);
+- `broadcast-sum`: hand has extra leading axes that, summed, give autodiff (a gradient not summed
+  over the axis the forward broadcast; a mean where the sum belongs reads as `scale`);
+- `swapped`: hand equals the true gradient of another tensor of the check;
+- for an elementwise step dx = dy * g'(x) whose upstream dy and output y = g(x) are known:
+  `missing-derivative` (hand = dy: the local derivative left out) and `activation-for-derivative`
+  (hand = dy * g(x): the activation where its derivative belongs);
+- `unknown`: none of these fits; the evidence gives the error and the best-fit ratio.
+
+Each fit is judged at `FIT_TOL` relative (far above rounding, far below any real mistake's size).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: a pattern fits when the hand gradient differs from it by at most this, relative
+FIT_TOL = 1e-6
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    scale = max(np.max(np.abs(a), initial=0.0), np.max(np.abs(b), initial=0.0))
+    return float(np.max(np.abs(a - b), initial=0.0) / scale) if scale > 0 else 0.0
+
+
+def _ratio_spread(hand: np.ndarray, auto: np.ndarray) -> tuple[float, float, int]:
+    """(least-squares c with hand ~ c auto, sd of hand_i / auto_i over entries where auto is not tiny, count)."""
+    c = float(np.vdot(hand, auto) / np.vdot(auto, auto))
+    big = np.abs(auto) > 1e-3 * np.max(np.abs(auto))
+    quotients = hand[big] / auto[big]
+    return c, float(np.std(quotients)) if quotients.size else 0.0, int(quotients.size)
+
+
+def diagnose(hand: Any, auto: Any, others: dict[str, Any] | None = None, local: tuple | None = None) -> str:
+    """The kind of mistake in `hand` (see the module doc), with its evidence.
+
+    `others`: the true gradients of the check's other tensors, by name; `local`: (upstream dy,
+    output y) of an elementwise step whose input gradient `hand` is."""
+    auto = np.asarray(auto, np.float64)
+    if not hasattr(hand, "shape"):
+        return f"unknown: the hand gradient is a {type(hand).__name__}, not an array"
+    hand = np.asarray(hand, np.float64)
+    if hand.shape != auto.shape:
+        extra = hand.ndim - auto.ndim
+        if extra > 0 and hand.shape[extra:] == auto.shape and _rel(hand.sum(axis=tuple(range(extra))), auto) <= FIT_TOL:
+            return f"broadcast-sum: summed over its first {extra} axis/axes the hand gradient {list(hand.shape)} equals autodiff {list(auto.shape)}"
+        return f"unknown: shape {list(hand.shape)}, expected {list(auto.shape)}"
+    if not np.all(np.isfinite(hand)):
+        bad = np.argwhere(~np.isfinite(hand))
+        return f"non-finite: {len(bad)} of {hand.size} entries, the first at {tuple(int(i) for i in bad[0])}"
+    if not np.any(auto):
+        return f"unknown: the true gradient is 0 and the hand one is not (largest {np.max(np.abs(hand)):.3g})"
+    if not np.any(hand):
+        return "zero: the hand gradient is 0 everywhere, the true one is not"
+    c, spread, n = _ratio_spread(hand, auto)
+    if _rel(hand, c * auto) <= FIT_TOL:
+        if abs(c + 1) <= FIT_TOL:
+            return f"sign: hand / autodiff = -1 over {n} entries"
+        return f"scale x{c:.6g}: hand / autodiff = {c:.6g} +- {spread:.1g} over {n} entries"
+    if hand.ndim >= 2 and hand.shape[-1] == hand.shape[-2] and _rel(hand, np.swapaxes(auto, -1, -2)) <= FIT_TOL:
+        return "transpose: hand equals autodiff with its last two axes swapped"
+    if local is not None:
+        upstream, output = (np.asarray(a, np.float64) for a in local)
+        if upstream.shape == hand.shape and _rel(hand, upstream) <= FIT_TOL:
+            return "missing-derivative: hand equals the upstream gradient dy; the local derivative g'(x) is left out"
+        if upstream.shape == output.shape == hand.shape and _rel(hand, upstream * output) <= FIT_TOL:
+            return "activation-for-derivative: hand equals dy * g(x), the activation where its derivative g'(x) belongs"
+    for name, other in (others or {}).items():
+        other = np.asarray(other, np.float64)
+        if other.shape == hand.shape and np.any(other) and _rel(hand, other) <= FIT_TOL:
+            return f"swapped: hand equals the true gradient of {name}"
+    return f"unknown: relative error {_rel(hand, auto):.2g}; best fit hand ~ {c:.4g} x autodiff, entry ratios spread {spread:.2g}"
