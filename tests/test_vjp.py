@@ -1,6 +1,7 @@
 """fb.check_vjp: custom_vjp rules written here (not taken from the package), each correct or with one
 planted mistake, on pytree, integer and nondiff inputs; and the fb.testing assertions."""
 
+import json
 from functools import partial
 
 import jax
@@ -121,3 +122,22 @@ def test_the_testing_assertions_raise_with_the_table():
     with pytest.raises(AssertionError, match="dx"):
         broken = fb.dense(3)._replace(backward=lambda p, x, dz: (fb.layers.dense_backward(p, x, dz)[0], 2 * dz @ p["W"]))
         fb.testing.assert_layer_correct(broken, in_shape=(4,))
+
+
+SQUARE_RULE = logsumexp_rule()
+SCALED_RULE = logsumexp_rule("scale")
+
+
+def test_cli_checks_a_custom_vjp_function_from_a_file(capfd):
+    from fnbackprop import cli
+
+    assert cli.main(["check", f"{__file__}:SQUARE_RULE", "--args", "f64[4,5]"]) == 0
+    assert cli.main(["check", f"{__file__}:SCALED_RULE", "--args", "f32[3,2]"]) == 1
+    out, err = capfd.readouterr()
+    assert "FAIL: args[0]: backward wrong (scale x2" in out and "Traceback" not in out + err
+    assert cli.main(["check", f"{__file__}:SCALED_RULE", "--args", "f64[3,2]", "--json"]) == 1
+    report = json.loads(capfd.readouterr().out)
+    assert report["rows"][0]["diagnosis"].startswith("scale x2")
+    for argv, message in [(["--args", "q[3]"], "cannot read the argument spec 'q[3]'"), ([], "needs --args")]:
+        assert cli.main(["check", f"{__file__}:SQUARE_RULE", *argv]) == 2
+        assert message in capfd.readouterr().err

@@ -91,14 +91,56 @@ def load_target(spec: str):
     if not hasattr(module, attr):
         raise UsageError(f"{where!r} has no attribute {attr!r}")
     obj = getattr(module, attr)
+    if _custom_rule(obj):
+        return obj
     if isinstance(obj, type) or (not _checkable(obj) and callable(obj)):  # a class or a zero-argument factory
         try:
             obj = obj()
         except TypeError as err:
             raise UsageError(f"{spec} needs arguments to build ({err}); point at an instance instead") from None
     if not _checkable(obj):
-        raise UsageError(f"{spec} is a {type(obj).__name__}, not a layer (init, forward, backward), a network or a loss head")
+        raise UsageError(f"{spec} is a {type(obj).__name__}, not a layer (init, forward, backward), a network, a loss head "
+                         "or a jax.custom_vjp function")
     return obj
+
+
+def _custom_rule(obj) -> bool:
+    import jax
+
+    return isinstance(obj, (jax.custom_vjp, jax.custom_jvp))
+
+
+#: --args dtypes: the prefix of each spec, e.g. f64[4,8]
+ARG_DTYPES = {"f64": "float64", "f32": "float32", "f16": "float16", "bf16": "bfloat16", "i32": "int32", "i64": "int64",
+              "bool": "bool"}
+
+
+def parse_arg_specs(text: str, key) -> list:
+    """Random arguments from "f64[4,8] f32[3] i32[4]<6 bool[2]": normal floats, integers in [0, bound)
+    (bound 2 unless given after <), random booleans. A UsageError names a spec that does not parse."""
+    import re
+
+    import jax
+    import jax.numpy as jnp
+
+    specs = text.split()
+    if not specs:
+        raise UsageError("--args needs at least one spec, e.g. --args \"f64[4,8] i32[4]<6\"")
+    out = []
+    for spec, k in zip(specs, jax.random.split(key, len(specs))):
+        match = re.fullmatch(r"(f64|f32|f16|bf16|i32|i64|bool)\[([0-9, ]*)\](?:<([0-9]+))?", spec)
+        if not match:
+            raise UsageError(f"cannot read the argument spec {spec!r}: expected DTYPE[SHAPE] with DTYPE one of "
+                             f"{', '.join(ARG_DTYPES)}, e.g. f64[4,8], or i32[4]<6 for integers in [0, 6)")
+        dtype, dims, bound = ARG_DTYPES[match[1]], match[2], match[3]
+        shape = tuple(int(d) for d in dims.replace(" ", "").split(",") if d)
+        if dtype == "bool":
+            out.append(jax.random.bernoulli(k, 0.5, shape))
+        elif dtype.startswith("int"):
+            out.append(jax.random.randint(k, shape, 0, int(bound or 2), dtype=getattr(jnp, dtype)))
+        else:
+            out.append(jax.random.normal(k, shape, jnp.float32).astype(getattr(jnp, dtype)))
+    return out
 
 
 def _checkable(obj) -> bool:
@@ -145,7 +187,15 @@ def run_check_target(args: argparse.Namespace) -> int:
     try:
         obj = load_target(args.target)
         key = jax.random.PRNGKey(args.seed)
-        if isinstance(obj, Network):
+        if _custom_rule(obj) or args.args is not None:
+            if not _custom_rule(obj):
+                raise UsageError(f"{args.target} is not a jax.custom_vjp or jax.custom_jvp function; --args checks those")
+            if args.args is None:
+                raise UsageError("checking a custom_vjp function needs --args, e.g. --args \"f64[4,8] f64[8,3]\"")
+            from .verify_vjp import check_vjp
+
+            report = check_vjp(obj, *parse_arg_specs(args.args, jax.random.fold_in(key, 1)), key=key)
+        elif isinstance(obj, Network):
             report = check_network(obj, key, batch=args.batch)
         elif isinstance(obj, Head):
             report = check_loss(obj, key, shape=(args.batch, *(args.shape or [3])))
@@ -436,7 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="check the hand-coded backward against jax.grad and finite differences",
                            description="With no target: the agreement battery over the built-in components. With "
-                                       "module:attribute (or file.py:attribute): check your own layer, network or loss head.")
+                                       "module:attribute (or file.py:attribute): check your own layer, network or loss head, "
+                                       "or a jax.custom_vjp function with --args.")
     check.add_argument("target", nargs="?", help="module:attribute or path/to/file.py:attribute of a layer, network or head")
     check.add_argument("--shape", type=_ints, default=None, help="a layer's input shape without the batch axis, e.g. 8")
     check.add_argument("--batch", type=positive_int, default=4, help="batch size of the random inputs")
@@ -446,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="audit the source texts' equations (literal transcriptions) against jax.grad")
     check.add_argument("--seed", type=seed_int, default=0)
     check.add_argument("--traceback", action="store_true", help="show the traceback where checked code raised")
+    check.add_argument("--args", default=None,
+                       help='a custom_vjp function\'s arguments, e.g. "f64[4,8] f64[8,3] i32[4]<6" (floats normal, '
+                            'integers in [0, bound), default bound 2); floats are checked in float64')
     check.set_defaults(func=run_check)
 
     train = sub.add_parser("train", help="train an MLP (default: the bundled digits, hand-coded gradients)",
