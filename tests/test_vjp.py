@@ -39,17 +39,22 @@ def logsumexp_rule(mistake=""):
 X = jax.random.normal(jax.random.PRNGKey(1), (4, 5))
 
 
+def names(rows, transforms=False):
+    """Row names; without transforms, only the eager rows (not "... under jax.vmap" and the like)."""
+    return [r.name for r in rows if transforms or " under " not in r.name]
+
+
 def test_a_correct_rule_passes_and_says_where_it_was_compared():
     report = fb.check_vjp(logsumexp_rule(), X)
-    assert report.passed and [r.name for r in report.rows] == ["args[0]"]
+    assert report.passed and names(report.rows) == ["args[0]"]
     assert report.rows[0].rel_err <= 1e-12 and report.rows[0].fd_rel_err <= 1e-8
 
 
 @pytest.mark.parametrize("mistake,verdict,ratio", [("scale", "backward wrong", 2.0), ("sign", "backward wrong", -1.0),
                                                    ("g forgotten", "backward wrong", None), ("nan", "non-finite", None)])
 def test_a_planted_mistake_in_the_rule_fails(mistake, verdict, ratio):
-    (row,) = fb.check_vjp(logsumexp_rule(mistake), X).failing()
-    assert row.verdict == verdict
+    row, *under_transforms = fb.check_vjp(logsumexp_rule(mistake), X).failing()
+    assert row.name == "args[0]" and row.verdict == verdict and len(under_transforms) == 3
     if ratio is not None:
         assert row.ratio == pytest.approx(ratio)
 
@@ -79,15 +84,15 @@ IDX = jnp.array([0, 2, 2, 5])  # index 2 twice: its gradient rows must add up
 
 
 def test_pytree_and_integer_inputs_get_a_row_each_in_argument_order():
-    report = fb.check_vjp(embedding_sum(), PARAMS, IDX)
+    report = fb.check_vjp(embedding_sum(), PARAMS, IDX, transforms=())
     assert report.passed
-    assert [r.name for r in report.rows] == ["args[0]['W']", "args[0]['b']", "args[1]"]
+    assert names(report.rows) == ["args[0]['W']", "args[0]['b']", "args[1]"]
     assert "not differentiable" in report.rows[2].detail
 
 
 def test_a_scatter_that_overwrites_repeated_rows_is_named():
-    report = fb.check_vjp(embedding_sum("set, not add"), PARAMS, IDX)
-    assert [(r.name, r.verdict) for r in report.failing()] == [("args[0]['W']", "backward wrong")]
+    report = fb.check_vjp(embedding_sum("set, not add"), PARAMS, IDX, transforms=())
+    assert [(r.name, r.verdict) for r in report.failing() if " under " not in r.name] == [("args[0]['W']", "backward wrong")]
 
 
 def test_nondiff_argnums_are_passed_as_given():
@@ -96,15 +101,15 @@ def test_nondiff_argnums_are_passed_as_given():
         return x**n
 
     power.defvjp(lambda x, n: (power(x, n), x), lambda n, x, ct: (n * x ** (n - 1) * ct,))
-    report = fb.check_vjp(power, jnp.array([0.5, 2.0, 3.0]), 3)
-    assert report.passed and [r.name for r in report.rows] == ["args[0]"] and "nondiff_argnums (1,)" in report.notes[0]
+    report = fb.check_vjp(power, jnp.array([0.5, 2.0, 3.0]), 3, transforms=())
+    assert report.passed and names(report.rows) == ["args[0]"] and "nondiff_argnums (1,)" in report.notes[0]
 
 
 def test_a_plain_function_with_its_own_rule():
     a, b = jax.random.normal(jax.random.PRNGKey(3), (4, 4)), jax.random.normal(jax.random.PRNGKey(4), (4, 4))
-    right = fb.check_vjp(lambda a, b: a @ b, a, b, vjp=lambda a, b, ct: (ct @ b.T, a.T @ ct))
-    transposed = fb.check_vjp(lambda a, b: a @ b, a, b, vjp=lambda a, b, ct: (ct @ b, a.T @ ct))  # square: shapes fit
-    assert right.passed and [r.name for r in transposed.failing()] == ["args[0]"]
+    right = fb.check_vjp(lambda a, b: a @ b, a, b, vjp=lambda a, b, ct: (ct @ b.T, a.T @ ct), transforms=())
+    transposed = fb.check_vjp(lambda a, b: a @ b, a, b, vjp=lambda a, b, ct: (ct @ b, a.T @ ct), transforms=())  # square
+    assert right.passed and names(transposed.failing()) == ["args[0]"]
 
 
 def test_a_rule_that_raises_is_a_report_and_a_plain_function_without_a_rule_is_refused():
@@ -141,3 +146,35 @@ def test_cli_checks_a_custom_vjp_function_from_a_file(capfd):
     for argv, message in [(["--args", "q[3]"], "cannot read the argument spec 'q[3]'"), ([], "needs --args")]:
         assert cli.main(["check", f"{__file__}:SQUARE_RULE", *argv]) == 2
         assert message in capfd.readouterr().err
+
+
+def test_each_transform_is_a_row_and_a_rule_wrong_only_under_vmap_is_named():
+    @jax.custom_vjp
+    def double(x):
+        return 2 * x
+
+    def bwd(x, g):  # right eagerly and under jit; under vmap it (wrongly) halves the gradient
+        return (g if type(g).__name__ == "BatchTracer" else 2 * g,)
+
+    double.defvjp(lambda x: (double(x), x), bwd)
+    report = fb.check_vjp(double, jnp.arange(3.0))
+    assert [r.name for r in report.rows] == ["args[0]", "args[0] under jax.vmap", "args[0] under lax.scan",
+                                             "args[0] under jax.checkpoint"]
+    assert [r.name for r in report.failing()] == ["args[0] under jax.vmap"]
+    assert report.failing()[0].diagnosis.startswith("scale x0.5")
+
+
+def test_second_order_on_request_catches_a_rule_that_is_right_only_to_first_order():
+    def sine(stop):
+        @jax.custom_vjp
+        def f(x):
+            return jnp.sin(x)
+
+        f.defvjp(lambda x: (f(x), x), lambda x, g: (g * (jax.lax.stop_gradient(jnp.cos(x)) if stop else jnp.cos(x)),))
+        return f
+
+    x = jnp.linspace(-1.0, 2.0, 5)
+    assert fb.check_vjp(sine(stop=False), x, second_order=True, transforms=()).passed
+    assert fb.check_vjp(sine(stop=True), x, transforms=()).passed  # first order alone cannot tell
+    failing = fb.check_vjp(sine(stop=True), x, second_order=True, transforms=()).failing()
+    assert [r.name for r in failing] == ["args[0] under second order"]

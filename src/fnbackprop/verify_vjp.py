@@ -43,13 +43,24 @@ def _is_float(leaf: Any) -> bool:
     return jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact)
 
 
+#: examples stacked for the vmap and scan rows
+TRANSFORM_BATCH = 3
+TRANSFORMS = ("jax.vmap", "lax.scan", "jax.checkpoint")
+
+
 def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array | None = None, dtype=jnp.float64,
-              tol: float | None = None, fd_tol: float = TOL_FINITE_DIFF,
-              finite_differences: Callable = finite_differences_at) -> Report:
+              tol: float | None = None, fd_tol: float = TOL_FINITE_DIFF, transforms: tuple = TRANSFORMS,
+              second_order: bool = False, finite_differences: Callable = finite_differences_at) -> Report:
     """Check the custom VJP rule of `f` at `args` (any pytrees), input leaf by input leaf.
 
     Floating inputs are cast to `dtype`. `vjp(*args, ct)`, when given, is the rule of the plain
     function `f`: it returns one cotangent per argument.
+
+    Then, per transform in `transforms`, one row per input leaf named "args[i]... under T", the rule
+    against autodiff of the primal under the same transform: `jax.vmap` over TRANSFORM_BATCH examples
+    (each float input moved by 0.1 N(0, 1), each with its own cotangent), `lax.scan` over the same
+    examples one step each, `jax.checkpoint` around f. With `second_order=True`, also the gradient of
+    <rule(args, ct), w> for a random w (the rule differentiated), against the same for the primal.
     """
     ruled, primal, nondiff = _undecorated(f, vjp)
     subject = getattr(primal, "__name__", type(primal).__name__)
@@ -100,6 +111,13 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
 
         judged = dict(zip(names, _judge(names, hand_l, auto_l, jit_l, tol_, fd_tol_, dtype, (scalar, point, key, finite_differences))))
         rows = [judged.get(name) or integer_rows[name] for name in order]  # in the order of the arguments
+        diff_args = [cast[i] for i in diff]
+        for transform in transforms + (("second order",) if second_order else ()):
+            hand_t, auto_t = _under(transform, pullback(ruled), pullback(primal), diff_args, ct, key, dtype)
+            floats = [(n, h, a) for n, h, a in zip(order, jax.tree_util.tree_leaves(hand_t), jax.tree_util.tree_leaves(auto_t))
+                      if n not in integer_rows]
+            rows += _judge([f"{n} under {transform}" for n, _, _ in floats], [h for _, h, _ in floats],
+                           [a for _, _, a in floats], [None] * len(floats), tol_, fd_tol_, dtype)
         notes = (f"nondiff_argnums {nondiff} passed as given",) if nondiff else ()
         return _report(subject, rows, tol_, fd_tol_, warns, notes)
 
@@ -109,3 +127,44 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
 def _replace_at(tree: Any, path: tuple, leaf: Any) -> Any:
     """`tree` with the leaf at `path` replaced."""
     return jax.tree_util.tree_map_with_path(lambda p, v: leaf if p == path else v, tree)
+
+
+def _stack(key: Array, tree: Any, moved: bool) -> Any:
+    """TRANSFORM_BATCH copies of `tree` along a new axis 0, float leaves moved by 0.1 N(0, 1) when `moved`."""
+    def stack(leaf: Any, k: Array) -> Any:
+        copies = jnp.stack([jnp.asarray(leaf)] * TRANSFORM_BATCH)
+        if moved and _is_float(leaf):
+            copies = copies + 0.1 * jax.random.normal(k, copies.shape, copies.dtype)
+        return copies
+
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return jax.tree_util.tree_unflatten(treedef, [stack(leaf, k) for leaf, k in zip(leaves, jax.random.split(key, max(1, len(leaves))))])
+
+
+def _under(transform: str, rule: Callable, reference: Callable, args: list, ct: Any, key: Array, dtype) -> tuple[Any, Any]:
+    """(the rule's cotangents, the reference's) under `transform`; user failures become UserCodeFailed."""
+    k_args, k_ct, k_w = jax.random.split(jax.random.fold_in(key, 17), 3)
+    if transform in ("jax.vmap", "lax.scan"):
+        batch_args = _stack(k_args, args, moved=True)
+        batch_ct = jax.tree_util.tree_map(lambda c: jax.random.normal(k_ct, (TRANSFORM_BATCH, *jnp.shape(c)), dtype)
+                                          if _is_float(c) else np.zeros((TRANSFORM_BATCH, *jnp.shape(c)), c.dtype), ct)
+        if transform == "jax.vmap":
+            run = lambda fn: jax.vmap(fn)(batch_args, batch_ct)  # noqa: E731
+        else:
+            run = lambda fn: jax.lax.scan(lambda carry, ab: (carry, fn(*ab)), None, (batch_args, batch_ct))[1]  # noqa: E731
+        return run_user(f"the custom rule under {transform}", run, rule), run_user(f"autodiff under {transform}", run, reference)
+    if transform == "jax.checkpoint":
+        return (run_user("the custom rule under jax.checkpoint", jax.checkpoint(rule), args, ct),
+                run_user("autodiff under jax.checkpoint", jax.checkpoint(reference), args, ct))
+    if transform == "second order":
+        weights = jax.tree_util.tree_map(lambda a: jax.random.normal(k_w, jnp.shape(a), dtype) if _is_float(a) else None, args)
+
+        def grad_of(fn: Callable) -> Callable:
+            def pairing(a: list) -> Array:
+                cts = fn(a, ct)
+                return sum(jnp.vdot(c, w) for c, w in zip(jax.tree_util.tree_leaves(cts), jax.tree_util.tree_leaves(weights))
+                           if _is_float(c))
+            return lambda: jax.grad(pairing, allow_int=True)(args)
+
+        return run_user("jax.grad of the custom rule", grad_of(rule)), run_user("jax.grad of autodiff", grad_of(reference))
+    raise ValueError(f"unknown transform {transform!r}; expected some of {TRANSFORMS}")
