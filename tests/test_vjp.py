@@ -102,7 +102,7 @@ def test_nondiff_argnums_are_passed_as_given():
 
     power.defvjp(lambda x, n: (power(x, n), x), lambda n, x, ct: (n * x ** (n - 1) * ct,))
     report = fb.check_vjp(power, jnp.array([0.5, 2.0, 3.0]), 3, transforms=())
-    assert report.passed and names(report.rows) == ["args[0]"] and "nondiff_argnums (1,)" in report.notes[0]
+    assert report.passed and names(report.rows) == ["args[0]"] and "nondiff_argnums (1,)" in report.notes[-1]
 
 
 def test_a_plain_function_with_its_own_rule():
@@ -178,3 +178,17 @@ def test_second_order_on_request_catches_a_rule_that_is_right_only_to_first_orde
     assert fb.check_vjp(sine(stop=True), x, transforms=()).passed  # first order alone cannot tell
     failing = fb.check_vjp(sine(stop=True), x, second_order=True, transforms=()).failing()
     assert [r.name for r in failing] == ["args[0] under second order"]
+
+
+def test_the_taylor_remainder_falls_like_h_squared_for_a_correct_rule_and_like_h_for_a_wrong_one():
+    """No step to choose: the exponent is fitted over three decades of h."""
+    from fnbackprop.verify_vjp import taylor_rate
+
+    f = lambda leaves: jnp.sum(jnp.sin(leaves[0]) * leaves[0] ** 2)  # noqa: E731
+    x = [jnp.linspace(-1.0, 2.0, 6)]
+    exact = [jnp.cos(x[0]) * x[0] ** 2 + 2 * jnp.sin(x[0]) * x[0]]  # by calculus
+    key = jax.random.PRNGKey(0)
+    assert abs(taylor_rate(f, x, exact, key) - 2) < 0.1
+    assert abs(taylor_rate(f, x, [1.01 * exact[0]], key) - 1) < 0.1
+    assert "h^2.0" in fb.check_vjp(logsumexp_rule(), X, transforms=()).notes[0]
+    assert "h^1.0" in fb.check_vjp(logsumexp_rule("sign"), X, transforms=()).notes[0]
