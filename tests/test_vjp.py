@@ -192,3 +192,14 @@ def test_the_taylor_remainder_falls_like_h_squared_for_a_correct_rule_and_like_h
     assert abs(taylor_rate(f, x, [1.01 * exact[0]], key) - 1) < 0.1
     assert "h^2.0" in fb.check_vjp(logsumexp_rule(), X, transforms=()).notes[0]
     assert "h^1.0" in fb.check_vjp(logsumexp_rule("sign"), X, transforms=()).notes[0]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+def test_below_float64_a_correct_rule_passes_with_default_options_and_a_scale_error_fails(dtype):
+    """The tolerance is autodiff's own error at that precision (x2), against a float64 reference."""
+    good = fb.check_vjp(logsumexp_rule(), X, dtype=dtype, transforms=())
+    assert good.passed and good.tol < 0.1
+    bad = fb.check_vjp(logsumexp_rule("scale"), X, dtype=dtype, transforms=())
+    (row,) = bad.failing()
+    assert row.name == "args[0]" and row.diagnosis.startswith("scale x") and row.ratio == pytest.approx(2, rel=0.02)
+    assert fb.check_vjp(embedding_sum(), PARAMS, IDX, dtype=dtype, transforms=()).passed

@@ -42,11 +42,14 @@ def _ratio_spread(hand: np.ndarray, auto: np.ndarray) -> tuple[float, float, int
     return c, float(np.std(quotients)) if quotients.size else 0.0, int(quotients.size)
 
 
-def diagnose(hand: Any, auto: Any, others: dict[str, Any] | None = None, local: tuple | None = None) -> str:
+def diagnose(hand: Any, auto: Any, others: dict[str, Any] | None = None, local: tuple | None = None,
+             fit_tol: float = FIT_TOL) -> str:
     """The kind of mistake in `hand` (see the module doc), with its evidence.
 
     `others`: the true gradients of the check's other tensors, by name; `local`: (upstream dy,
-    output y) of an elementwise step whose input gradient `hand` is."""
+    output y) of an elementwise step whose input gradient `hand` is; `fit_tol`: how close a pattern
+    must fit (raise it with the rounding of the precision checked)."""
+    FIT_TOL = fit_tol  # noqa: N806 (the module constant, for this call)
     auto = np.asarray(auto, np.float64)
     if not hasattr(hand, "shape"):
         return f"unknown: the hand gradient is a {type(hand).__name__}, not an array"

@@ -182,13 +182,14 @@ def _ratio(hand: np.ndarray, auto: np.ndarray) -> float:
     return float(np.vdot(hand, auto)) / denom if denom > 0 else float("nan")
 
 
-def _mismatch(hand: Any, auto: np.ndarray) -> str:
-    """'' when hand is an array of auto's shape and floating dtype, else what differs."""
+def _mismatch(hand: Any, auto: np.ndarray, expected_dtype: Any = None) -> str:
+    """'' when hand is an array of auto's shape and the expected dtype (auto's by default), else what differs."""
+    want = np.dtype(auto.dtype if expected_dtype is None else expected_dtype)
     shape, dtype = getattr(hand, "shape", None), getattr(hand, "dtype", None)
     if shape is None or dtype is None:
-        return f"hand is a {type(hand).__name__}, not an array; expected {auto.dtype.name}{list(auto.shape)}"
-    if tuple(shape) != auto.shape or np.dtype(dtype) != auto.dtype:
-        return f"hand is {np.dtype(dtype).name}{list(shape)}, expected {auto.dtype.name}{list(auto.shape)}"
+        return f"hand is a {type(hand).__name__}, not an array; expected {want.name}{list(auto.shape)}"
+    if tuple(shape) != auto.shape or np.dtype(dtype) != want:
+        return f"hand is {np.dtype(dtype).name}{list(shape)}, expected {want.name}{list(auto.shape)}"
     return ""
 
 
@@ -222,14 +223,15 @@ def analyse_kinks(sample: FDSample, grad_scale: float) -> KinkAnalysis:
 
 
 def compare_tensor(name: str, hand: Any, auto: Any, tol: float, *, jitted: Any = None, sample: FDSample | None = None,
-                   fd_tol: float = TOL_FINITE_DIFF, floor: float = 0.0) -> TensorRow:
+                   fd_tol: float = TOL_FINITE_DIFF, floor: float = 0.0, expected_dtype: Any = None) -> TensorRow:
     """One row: hand vs autodiff at every entry, hand vs jitted hand, autodiff vs finite differences
     at the probed entries, and at kinks the hand value against the one-sided quotients.
 
     `floor` is the smallest scale a relative error is taken against (`fnbackprop.numerics.noise_floor`).
     """
     auto = np.asarray(auto)
-    problem = _mismatch(hand, auto) or (_mismatch(jitted, auto).replace("hand", "hand under jax.jit", 1) if jitted is not None else "")
+    problem = _mismatch(hand, auto, expected_dtype) or (
+        _mismatch(jitted, auto, expected_dtype).replace("hand", "hand under jax.jit", 1) if jitted is not None else "")
     if problem:
         return failure_row(name, "shape/dtype mismatch", problem, auto.shape)
     hand = np.asarray(hand)

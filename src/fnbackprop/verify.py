@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .check import sample_targets
-from .diagnosis import diagnose
+from .diagnosis import FIT_TOL, diagnose
 from .layers import Layer, forward_with_key
 from .losses import Head
 from .network import Network
@@ -172,21 +172,28 @@ def _precision(dtype) -> contextlib.AbstractContextManager:
 
 
 def _judge(names: list[str], hand: list, auto: list, jitted: list, tol: float, fd_tol: float, dtype,
-           fd: tuple | None = None, local: dict | None = None) -> list:
+           fd: tuple | None = None, local: dict | None = None, tols: list | None = None,
+           expected_dtypes: list | None = None) -> list:
     """Rows for aligned leaves. fd = (scalar f, point whose leaves align with names, key, routine):
-    finite differences of f, in float64, at random entries plus those where hand != autodiff."""
-    floor = noise_floor(auto, dtype, tol)
+    finite differences of f, in float64, at random entries plus those where hand != autodiff.
+
+    `tols` (one per leaf) replaces `tol` and the noise floor: the precision-relative tolerances of
+    `check_vjp`, whose autodiff reference is float64 while the hand gradient has `expected_dtypes`."""
+    floor = noise_floor(auto, dtype, tol) if tols is None else 0.0
+    tols = [tol] * len(names) if tols is None else tols
+    expected_dtypes = [None] * len(names) if expected_dtypes is None else expected_dtypes
     samples = [None] * len(names)
     if fd is not None:
         f, point, key, routine = fd
         keys = jax.random.split(key, len(names))
-        indices = [entries_to_probe(h, a, tol, floor, k) for h, a, k in zip(hand, auto, keys)]
+        indices = [entries_to_probe(h, a, t, floor, k) for h, a, t, k in zip(hand, auto, tols, keys)]
         with jax.enable_x64(True):
             samples = run_user("forward (finite differences, float64)", routine, f, _as(point, jnp.float64), key, indices)
-    rows = [compare_tensor(n, h, a, tol, jitted=j, sample=s, fd_tol=fd_tol, floor=floor)
-            for n, h, a, j, s in zip(names, hand, auto, jitted, samples)]
-    return [r._replace(diagnosis=diagnose(h, a, {n: o for n, o in zip(names, auto) if n != r.name}, (local or {}).get(r.name)))
-            if r.verdict in DIAGNOSED else r for r, h, a in zip(rows, hand, auto)]
+    rows = [compare_tensor(n, h, a, t, jitted=j, sample=s, fd_tol=fd_tol, floor=floor, expected_dtype=e)
+            for n, h, a, j, s, t, e in zip(names, hand, auto, jitted, samples, tols, expected_dtypes)]
+    return [r._replace(diagnosis=diagnose(h, a, {n: o for n, o in zip(names, auto) if n != r.name}, (local or {}).get(r.name),
+                                          fit_tol=max(FIT_TOL, 4 * t)))
+            if r.verdict in DIAGNOSED else r for r, h, a, t in zip(rows, hand, auto, tols)]
 
 
 def _report(subject: str, rows: list, tol: float, fd_tol: float, warns: list, notes: tuple = ()) -> Report:
