@@ -203,3 +203,21 @@ def test_below_float64_a_correct_rule_passes_with_default_options_and_a_scale_er
     (row,) = bad.failing()
     assert row.name == "args[0]" and row.diagnosis.startswith("scale x") and row.ratio == pytest.approx(2, rel=0.02)
     assert fb.check_vjp(embedding_sum(), PARAMS, IDX, dtype=dtype, transforms=()).passed
+
+
+def test_the_documented_examples_pass_and_only_by_design_lets_the_deliberate_ones_through():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "custom_rules.py"
+    spec = importlib.util.spec_from_file_location("custom_rules", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, (f, args, by_design) in module.examples(jax.random.PRNGKey(0)).items():
+        report = fb.check_vjp(f, *args, by_design=by_design, transforms=())
+        assert report.passed, name
+        if by_design:
+            assert {r.verdict for r in report.rows} == {"by design"} and "by design" in report.rows[0].detail
+            assert not fb.check_vjp(f, *args, transforms=()).passed  # undeclared, the same rule is a wrong gradient
+    nan_rule = logsumexp_rule("nan")
+    assert not fb.check_vjp(nan_rule, X, by_design=True, transforms=()).passed  # by design never excuses a NaN

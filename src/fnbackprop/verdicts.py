@@ -9,6 +9,8 @@ set of verdicts (`VERDICTS`); a row passes only as `ok` or `kink`:
   precision problem, or a forward that is not what its autodiff says), so nothing can be judged.
 - **backward wrong**: hand != autodiff at an entry that no kink excuses.
 - **eager vs jit**: the backward gives other numbers under `jax.jit` (it reads Python state).
+- **by design** (passes; `check_vjp(..., by_design=True)` only): the rule differs from the gradient
+  on purpose (a straight-through estimator, a clipped backward); the row shows by how much.
 - **kink** (passes): the function has a kink at some probed entry, and wherever hand differs from
   autodiff there, the hand value lies between the one-sided difference quotients (it is a possible
   derivative at that point, e.g. 0 or 1 for ReLU at 0; -1000 is not).
@@ -45,9 +47,9 @@ SMALL_STEP = 4
 #: rounding level of a difference quotient, in units of eps |f| / h, below which a jump is noise
 ROUNDING_UNITS = 100
 
-VERDICTS = ("ok", "kink", "backward wrong", "eager vs jit", "non-finite", "references disagree",
+VERDICTS = ("ok", "kink", "by design", "backward wrong", "eager vs jit", "non-finite", "references disagree",
             "shape/dtype mismatch", "raised", "structure mismatch")
-PASSING = ("ok", "kink")
+PASSING = ("ok", "kink", "by design")
 
 
 class TensorRow(NamedTuple):

@@ -57,7 +57,8 @@ TRANSFORMS = ("jax.vmap", "lax.scan", "jax.checkpoint")
 
 def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array | None = None, dtype=jnp.float64,
               tol: float | None = None, fd_tol: float = TOL_FINITE_DIFF, transforms: tuple = TRANSFORMS,
-              second_order: bool = False, finite_differences: Callable = finite_differences_at) -> Report:
+              second_order: bool = False, by_design: bool = False,
+              finite_differences: Callable = finite_differences_at) -> Report:
     """Check the custom VJP rule of `f` at `args` (any pytrees), input leaf by input leaf.
 
     Floating inputs are cast to `dtype`. `vjp(*args, ct)`, when given, is the rule of the plain
@@ -71,6 +72,10 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
     (each float input moved by 0.1 N(0, 1), each with its own cotangent), `lax.scan` over the same
     examples one step each, `jax.checkpoint` around f. With `second_order=True`, also the gradient of
     <rule(args, ct), w> for a random w (the rule differentiated), against the same for the primal.
+
+    `by_design=True` declares that the rule differs from the gradient on purpose (a straight-through
+    estimator, a clipped backward): its `backward wrong` rows become `by design`, passing, with the
+    size of the difference in the detail.
     """
     ruled, primal, nondiff = _undecorated(f, vjp)
     subject = getattr(primal, "__name__", type(primal).__name__)
@@ -148,6 +153,9 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
         notes = (f"Taylor remainder |f(x + h v) - f(x) - h <g, v>| of the rule's g falls like h^{rate:.2f} for h from "
                  f"{TAYLOR_STEPS[0]:g} to {TAYLOR_STEPS[-1]:g} (h^2: consistent with a correct gradient; h^1: wrong)",)
         notes += (f"nondiff_argnums {nondiff} passed as given",) if nondiff else ()
+        if by_design:
+            rows = [_declared(r) if r.verdict == "backward wrong" else r for r in rows]
+            notes += ("declared different from the gradient by design (by_design=True): those rows pass as `by design`",)
         return _report(subject, rows, tol_, fd_tol_, warns, notes)
 
     return _guarded(subject, dtype, tol, fd_tol, body)
@@ -230,3 +238,10 @@ def taylor_rate(scalar: Callable[[list], Array], point: list, grad: list, key: A
 def _float_leaves(tree: Any, order: list, integer_rows: dict) -> list:
     """The leaves of a cotangent tree that belong to floating inputs, in argument order."""
     return [leaf for name, leaf in zip(order, jax.tree_util.tree_leaves(tree)) if name not in integer_rows]
+
+
+def _declared(row: TensorRow) -> TensorRow:
+    """A `backward wrong` row of a rule declared different by design: passing, with the size of the difference."""
+    ratio = "" if row.ratio != row.ratio else f", best fit rule ~ {row.ratio:.3g} x gradient"
+    return row._replace(verdict="by design", detail=f"differs from the gradient by design: relative difference "
+                                                    f"{row.rel_err:.3g}{ratio}", diagnosis="")
