@@ -2,7 +2,6 @@
 each correct twin passes it, and the checker's own controls hold."""
 
 import jax
-import pytest
 
 import fnbackprop as fb
 from fnbackprop.losses import Head
