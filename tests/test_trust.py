@@ -298,3 +298,17 @@ def test_diagnosis_names_each_kind_of_mistake():
         assert diagnose(hand, true, {"params['b']": other}, (dy, y)).startswith(kind), kind
     assert diagnose(np.tile(true[None], (4, 1, 1)) / 4, true).startswith("broadcast-sum")  # (4, 3, 3) summed is true
     assert diagnose(true * (1 + 1e-3), true).startswith("scale x1.001")  # a small factor is still a factor
+
+
+def test_a_tuple_of_gradients_for_a_list_of_parameters_is_the_same_structure(key):
+    class ListParams(NamedTuple):
+        def init(self, key, in_shape):
+            return [jnp.ones(in_shape), jnp.zeros(in_shape)]
+
+        def forward(self, params, x):
+            return x * params[0] + params[1], x
+
+        def backward(self, params, x, dy):
+            return (jnp.sum(dy * x, 0), jnp.sum(dy, 0)), dy * params[0]
+
+    assert fb.check_layer(ListParams(), key, in_shape=(3,)).passed

@@ -94,10 +94,20 @@ def describe(tree: Any) -> str:
     return str(jax.tree_util.tree_map(leaf, tree, is_leaf=lambda a: a is None))
 
 
+def _lists(tree: Any) -> Any:
+    """The tree with every plain tuple made a list: a tuple of gradients for a list of parameters is
+    the same gradient, not a wrong structure."""
+    if type(tree) in (list, tuple):
+        return [_lists(t) for t in tree]
+    if type(tree) is dict:
+        return {k: _lists(v) for k, v in tree.items()}
+    return tree
+
+
 def expect_like(stage: str, got: Any, expected: Any, what: str) -> None:
-    """`got` must have the pytree structure of `expected` (any empty pytree stands for another), and
-    array leaves; shapes and dtypes are judged per tensor later."""
-    same = jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(expected)
+    """`got` must have the pytree structure of `expected` (any empty pytree stands for another; plain
+    lists and tuples stand for each other), and array leaves; shapes and dtypes are judged per tensor later."""
+    same = jax.tree_util.tree_structure(_lists(got)) == jax.tree_util.tree_structure(_lists(expected))
     both_empty = not jax.tree_util.tree_leaves(got) and not jax.tree_util.tree_leaves(expected)
     if not (same or both_empty):
         raise UserCodeFailed(stage, "structure mismatch", f"{what} is {describe(got)}; expected the structure {describe(expected)}")
