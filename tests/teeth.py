@@ -109,7 +109,7 @@ MISTAKES = [
             "excused[sample.index[k.kink & (h >= k.low - margin) & (h <= k.high + margin)]] = True",
             "excused[sample.index[k.kink]] = True"),
     Mistake("checker: parameters checked at their initial values", "verify.py",
-            "return move_off_special_values(key, _as(drawn, dtype)), (MOVED_NOTE,)", "return _as(drawn, dtype), (MOVED_NOTE,)"),
+            "return move_off_special_values(key, as_dtype(drawn, dtype)), (MOVED_NOTE,)", "return as_dtype(drawn, dtype), (MOVED_NOTE,)"),
 ]
 
 

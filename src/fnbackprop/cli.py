@@ -337,10 +337,8 @@ def run_train(args: argparse.Namespace) -> int:
     from .network import mlp
     from .numerics import TOL_FLOAT32
     from .plot import plot_history
-    import numpy as np
-
     from .checkpoint import CheckpointError
-    from .train import TrainingDiverged, fit, make_optimizer, make_schedule, resume_from
+    from .train import TrainingDiverged, fit, initial_params, make_optimizer, make_schedule, resume_from
 
     try:
         ds = datasets.load(args.dataset, args.data_path)
@@ -375,7 +373,7 @@ def run_train(args: argparse.Namespace) -> int:
                   + (f", data-parallel over {args.devices} {jax.devices()[0].platform} devices" if mesh else ""))
 
     key = jax.random.PRNGKey(args.seed)
-    probe = net.init(jax.random.split(key)[0], np.asarray(ds.x_train).dtype)  # fit's initial parameters
+    probe = initial_params(net, ds, key)  # the parameters fit starts from
     if args.resume:  # refuse a checkpoint that does not fit before any work, leaving it as it is
         try:
             _, done = resume_from(out, (probe, optimizer.init(probe)), config)

@@ -25,21 +25,18 @@ from typing import Any
 
 import numpy as np
 
+from .numerics import leaf_rel_err
+from .verdicts import best_fit_ratio
+
 #: a pattern fits when the hand gradient differs from it by at most this, relative
 FIT_TOL = 1e-6
 
 
-def _rel(a: np.ndarray, b: np.ndarray) -> float:
-    scale = max(np.max(np.abs(a), initial=0.0), np.max(np.abs(b), initial=0.0))
-    return float(np.max(np.abs(a - b), initial=0.0) / scale) if scale > 0 else 0.0
-
-
-def _ratio_spread(hand: np.ndarray, auto: np.ndarray) -> tuple[float, float, int]:
-    """(least-squares c with hand ~ c auto, sd of hand_i / auto_i over entries where auto is not tiny, count)."""
-    c = float(np.vdot(hand, auto) / np.vdot(auto, auto))
+def _spread(hand: np.ndarray, auto: np.ndarray) -> tuple[float, int]:
+    """(sd of hand_i / auto_i over the entries where auto is not tiny, their count)."""
     big = np.abs(auto) > 1e-3 * np.max(np.abs(auto))
     quotients = hand[big] / auto[big]
-    return c, float(np.std(quotients)) if quotients.size else 0.0, int(quotients.size)
+    return (float(np.std(quotients)) if quotients.size else 0.0), int(quotients.size)
 
 
 def diagnose(hand: Any, auto: Any, others: dict[str, Any] | None = None, local: tuple | None = None,
@@ -49,14 +46,16 @@ def diagnose(hand: Any, auto: Any, others: dict[str, Any] | None = None, local: 
     `others`: the true gradients of the check's other tensors, by name; `local`: (upstream dy,
     output y) of an elementwise step whose input gradient `hand` is; `fit_tol`: how close a pattern
     must fit (raise it with the rounding of the precision checked)."""
-    FIT_TOL = fit_tol  # noqa: N806 (the module constant, for this call)
+    def fits(a: np.ndarray, b: np.ndarray) -> bool:
+        return leaf_rel_err(a, b) <= fit_tol
+
     auto = np.asarray(auto, np.float64)
     if not hasattr(hand, "shape"):
         return f"unknown: the hand gradient is a {type(hand).__name__}, not an array"
     hand = np.asarray(hand, np.float64)
     if hand.shape != auto.shape:
         extra = hand.ndim - auto.ndim
-        if extra > 0 and hand.shape[extra:] == auto.shape and _rel(hand.sum(axis=tuple(range(extra))), auto) <= FIT_TOL:
+        if extra > 0 and hand.shape[extra:] == auto.shape and fits(hand.sum(axis=tuple(range(extra))), auto):
             return f"broadcast-sum: summed over its first {extra} axis/axes the hand gradient {list(hand.shape)} equals autodiff {list(auto.shape)}"
         return f"unknown: shape {list(hand.shape)}, expected {list(auto.shape)}"
     if not np.all(np.isfinite(hand)):
@@ -66,21 +65,22 @@ def diagnose(hand: Any, auto: Any, others: dict[str, Any] | None = None, local: 
         return f"unknown: the true gradient is 0 and the hand one is not (largest {np.max(np.abs(hand)):.3g})"
     if not np.any(hand):
         return "zero: the hand gradient is 0 everywhere, the true one is not"
-    c, spread, n = _ratio_spread(hand, auto)
-    if _rel(hand, c * auto) <= FIT_TOL:
-        if abs(c + 1) <= FIT_TOL:
+    c = best_fit_ratio(hand, auto)
+    spread, n = _spread(hand, auto)
+    if fits(hand, c * auto):
+        if abs(c + 1) <= fit_tol:
             return f"sign: hand / autodiff = -1 over {n} entries"
         return f"scale x{c:.6g}: hand / autodiff = {c:.6g} +- {spread:.1g} over {n} entries"
-    if hand.ndim >= 2 and hand.shape[-1] == hand.shape[-2] and _rel(hand, np.swapaxes(auto, -1, -2)) <= FIT_TOL:
+    if hand.ndim >= 2 and hand.shape[-1] == hand.shape[-2] and fits(hand, np.swapaxes(auto, -1, -2)):
         return "transpose: hand equals autodiff with its last two axes swapped"
     if local is not None:
         upstream, output = (np.asarray(a, np.float64) for a in local)
-        if upstream.shape == hand.shape and _rel(hand, upstream) <= FIT_TOL:
+        if upstream.shape == hand.shape and fits(hand, upstream):
             return "missing-derivative: hand equals the upstream gradient dy; the local derivative g'(x) is left out"
-        if upstream.shape == output.shape == hand.shape and _rel(hand, upstream * output) <= FIT_TOL:
+        if upstream.shape == output.shape == hand.shape and fits(hand, upstream * output):
             return "activation-for-derivative: hand equals dy * g(x), the activation where its derivative g'(x) belongs"
     for name, other in (others or {}).items():
         other = np.asarray(other, np.float64)
-        if other.shape == hand.shape and np.any(other) and _rel(hand, other) <= FIT_TOL:
+        if other.shape == hand.shape and np.any(other) and fits(hand, other):
             return f"swapped: hand equals the true gradient of {name}"
-    return f"unknown: relative error {_rel(hand, auto):.2g}; best fit hand ~ {c:.4g} x autodiff, entry ratios spread {spread:.2g}"
+    return f"unknown: relative error {leaf_rel_err(hand, auto):.2g}; best fit hand ~ {c:.4g} x autodiff, entry ratios spread {spread:.2g}"

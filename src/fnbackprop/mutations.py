@@ -144,18 +144,22 @@ class LayerMutant(NamedTuple):
     in_shape: tuple
 
 
-def _rewired(layer: Layer, label: str, backward: Callable) -> Layer:
-    """`layer` with `backward(params, cache, dy, correct_backward)` in place of its own."""
-    return layer._replace(backward=lambda p, c, dy: backward(p, c, dy, layer.backward), name=f"{layer.name} [{label}]")
+def _rewired(layer: Layer, label: str, patch: Callable) -> Layer:
+    """`layer` whose backward returns patch(params, cache, dy, grads, dx), given its correct (grads, dx)."""
+    def backward(params, cache, dy):
+        grads, dx = layer.backward(params, cache, dy)
+        return patch(params, cache, dy, grads, dx)
+
+    return layer._replace(backward=backward, name=f"{layer.name} [{label}]")
 
 
 def _dense_mutants() -> dict[str, LayerMutant]:
     d = dense(6)
     rules = {
-        "dense: W instead of W^T in dx": lambda p, x, dz, bw: (bw(p, x, dz)[0], dz @ p["W"].T),
-        "dense: dW = A_prev^T dZ (transposed)": lambda p, x, dz, bw: ({**bw(p, x, dz)[0], "W": x.T @ dz}, bw(p, x, dz)[1]),
-        "dense: db = mean_i dZ_i": lambda p, x, dz, bw: ({**bw(p, x, dz)[0], "b": jnp.mean(dz, 0)}, bw(p, x, dz)[1]),
-        "dense: sign flip in dW": lambda p, x, dz, bw: ({**bw(p, x, dz)[0], "W": -bw(p, x, dz)[0]["W"]}, bw(p, x, dz)[1]),
+        "dense: W instead of W^T in dx": lambda p, x, dz, g, dx: (g, dz @ p["W"].T),
+        "dense: dW = A_prev^T dZ (transposed)": lambda p, x, dz, g, dx: ({**g, "W": x.T @ dz}, dx),
+        "dense: db = mean_i dZ_i": lambda p, x, dz, g, dx: ({**g, "b": jnp.mean(dz, 0)}, dx),
+        "dense: sign flip in dW": lambda p, x, dz, g, dx: ({**g, "W": -g["W"]}, dx),
     }
     return {name: LayerMutant(d, _rewired(d, name, rule), (6,)) for name, rule in rules.items()}
 
@@ -178,9 +182,8 @@ def _activation_mutants() -> dict[str, LayerMutant]:
 def _norm_backward(axis: int, drop: str) -> Callable:
     """Batch/layer norm's backward with one term of dx = (inv_std/N)(N dxhat - sum dxhat - xhat sum(dxhat xhat)),
     or gamma in dxhat = dy gamma, dropped."""
-    def backward(params, cache, dy, correct):
+    def backward(params, cache, dy, grads, _dx):
         xhat, inv_std = cache
-        grads, _ = correct(params, cache, dy)
         dxhat = dy if drop == "gamma" else dy * params["gamma"]
         n = xhat.shape[axis]
         mean = 0 if drop == "mean term" else jnp.sum(dxhat, axis, keepdims=True)
@@ -194,18 +197,19 @@ def _structural_mutants() -> dict[str, LayerMutant]:
     sm, dr = softmax(), dropout(0.5)
     res = residual(dense(6), activation("tanh"), dense(6))
     out = {
-        "softmax: diagonal only, dz = a * da": LayerMutant(sm, sm._replace(backward=lambda p, a, da: ({}, a * da)), (5,)),
-        "softmax: + instead of - sum(da a)": LayerMutant(sm, sm._replace(backward=lambda p, a, da: ({}, a * (da + jnp.sum(da * a, -1, keepdims=True)))), (5,)),
-        "dropout: mask forgotten, dx = dy": LayerMutant(dr, _rewired(dr, "no mask", lambda p, s, dy, bw: ({}, dy)), (6,)),
-        "dropout: 1/(1 - rate) forgotten": LayerMutant(dr, _rewired(dr, "no scale", lambda p, s, dy, bw: ({}, dy * (s > 0))), (6,)),
-        "residual: skip path missing, dx = df^T dy": LayerMutant(res, _rewired(res, "no skip", lambda p, c, dy, bw: (bw(p, c, dy)[0], bw(p, c, dy)[1] - dy)), (6,)),
-        "residual: inner path missing, dx = dy": LayerMutant(res, _rewired(res, "skip only", lambda p, c, dy, bw: (bw(p, c, dy)[0], dy)), (6,)),
+        "softmax: diagonal only, dz = a * da": LayerMutant(sm, _rewired(sm, "diagonal", lambda p, a, da, g, dz: (g, a * da)), (5,)),
+        "softmax: + instead of - sum(da a)": LayerMutant(
+            sm, _rewired(sm, "+ sum", lambda p, a, da, g, dz: (g, a * (da + jnp.sum(da * a, -1, keepdims=True)))), (5,)),
+        "dropout: mask forgotten, dx = dy": LayerMutant(dr, _rewired(dr, "no mask", lambda p, s, dy, g, dx: (g, dy)), (6,)),
+        "dropout: 1/(1 - rate) forgotten": LayerMutant(dr, _rewired(dr, "no scale", lambda p, s, dy, g, dx: (g, dy * (s > 0))), (6,)),
+        "residual: skip path missing, dx = df^T dy": LayerMutant(res, _rewired(res, "no skip", lambda p, c, dy, g, dx: (g, dx - dy)), (6,)),
+        "residual: inner path missing, dx = dy": LayerMutant(res, _rewired(res, "skip only", lambda p, c, dy, g, dx: (g, dy)), (6,)),
     }
     for norm, axis in ((batch_norm(), 0), (layer_norm(), 1)):
         for drop in ("gamma", "mean term", "variance term"):
             out[f"{norm.name}: missing {drop}"] = LayerMutant(norm, _rewired(norm, f"no {drop}", _norm_backward(axis, drop)), (5,))
         out[f"{norm.name}: dgamma = sum dy (xhat forgotten)"] = LayerMutant(
-            norm, _rewired(norm, "dgamma", lambda p, c, dy, bw: ({**bw(p, c, dy)[0], "gamma": jnp.sum(dy, 0)}, bw(p, c, dy)[1])), (5,))
+            norm, _rewired(norm, "dgamma", lambda p, c, dy, g, dx: ({**g, "gamma": jnp.sum(dy, 0)}, dx)), (5,))
     return out
 
 

@@ -237,6 +237,12 @@ def evaluate(net: Network, task: str, params: Any, x: Array, y: Array) -> dict[s
     return out
 
 
+def initial_params(net: Network, data: Dataset, key: Array) -> Any:
+    """`fit`'s starting parameters for `key`: net.init of split(key)[0], in the training data's dtype
+    (one dtype throughout)."""
+    return net.init(jax.random.split(key)[0], np.asarray(data.x_train).dtype)
+
+
 def resume_from(out_dir: str | os.PathLike, template: Any, config: dict | None = None) -> tuple[Any, list[dict]]:
     """(the state stored in out_dir's checkpoint, in the structure of `template`, and its history).
 
@@ -302,8 +308,8 @@ def fit(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
-    init_key, shuffle_key = jax.random.split(key)
-    params = net.init(init_key, np.asarray(data.x_train).dtype) if params is None else params  # one dtype throughout
+    shuffle_key = jax.random.split(key)[1]
+    params = initial_params(net, data, key) if params is None else params
     opt_state = optimizer.init(params)
     history: list[dict] = []
     out = Path(out_dir) if out_dir is not None else None

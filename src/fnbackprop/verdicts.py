@@ -179,19 +179,20 @@ def entries_to_probe(hand: Any, auto: Any, tol: float, floor: float, key: Array)
 
 
 # ----- comparing one tensor --------------------------------------------------------------------------
-def _ratio(hand: np.ndarray, auto: np.ndarray) -> float:
+def best_fit_ratio(hand: np.ndarray, auto: np.ndarray) -> float:
+    """c minimising ||hand - c auto||: <hand, auto> / <auto, auto> (nan when auto is 0)."""
     denom = float(np.vdot(auto, auto))
     return float(np.vdot(hand, auto)) / denom if denom > 0 else float("nan")
 
 
-def _mismatch(hand: Any, auto: np.ndarray, expected_dtype: Any = None) -> str:
-    """'' when hand is an array of auto's shape and the expected dtype (auto's by default), else what differs."""
+def _mismatch(hand: Any, auto: np.ndarray, expected_dtype: Any = None, label: str = "hand") -> str:
+    """'' when `hand` is an array of auto's shape and the expected dtype (auto's by default), else what differs."""
     want = np.dtype(auto.dtype if expected_dtype is None else expected_dtype)
     shape, dtype = getattr(hand, "shape", None), getattr(hand, "dtype", None)
     if shape is None or dtype is None:
-        return f"hand is a {type(hand).__name__}, not an array; expected {want.name}{list(auto.shape)}"
+        return f"{label} is a {type(hand).__name__}, not an array; expected {want.name}{list(auto.shape)}"
     if tuple(shape) != auto.shape or np.dtype(dtype) != want:
-        return f"hand is {np.dtype(dtype).name}{list(shape)}, expected {want.name}{list(auto.shape)}"
+        return f"{label} is {np.dtype(dtype).name}{list(shape)}, expected {want.name}{list(auto.shape)}"
     return ""
 
 
@@ -233,17 +234,17 @@ def compare_tensor(name: str, hand: Any, auto: Any, tol: float, *, jitted: Any =
     """
     auto = np.asarray(auto)
     problem = _mismatch(hand, auto, expected_dtype) or (
-        _mismatch(jitted, auto, expected_dtype).replace("hand", "hand under jax.jit", 1) if jitted is not None else "")
+        _mismatch(jitted, auto, expected_dtype, "hand under jax.jit") if jitted is not None else "")
     if problem:
         return failure_row(name, "shape/dtype mismatch", problem, auto.shape)
     hand = np.asarray(hand)
     jitted = None if jitted is None else np.asarray(jitted)
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(hand.astype(np.float64) - auto)
-    worst = tuple(int(i) for i in np.unravel_index(np.nanargmax(np.where(np.isnan(diff), np.inf, diff)), diff.shape)) if diff.size else ()
+    worst = tuple(int(i) for i in np.unravel_index(np.argmax(np.where(np.isnan(diff), np.inf, diff)), diff.shape)) if diff.size else ()
     rel = leaf_rel_err(hand, auto, floor)
     jit_rel = leaf_rel_err(hand, jitted, floor) if jitted is not None else float("nan")
-    ratio = _ratio(hand, auto) if np.all(np.isfinite(hand)) and np.all(np.isfinite(auto)) else float("nan")
+    ratio = best_fit_ratio(hand, auto) if np.all(np.isfinite(hand)) and np.all(np.isfinite(auto)) else float("nan")
 
     def row(verdict: str, detail: str = "", fd_rel: float = float("nan"), kinks: int = 0) -> TensorRow:
         return TensorRow(name, tuple(auto.shape), True, float(np.max(diff, initial=0.0)), rel, worst, ratio, fd_rel, kinks,
@@ -255,6 +256,7 @@ def compare_tensor(name: str, hand: Any, auto: Any, tol: float, *, jitted: Any =
     bad = (diff > tol * scale).reshape(-1)
     excused = np.zeros(auto.size, bool)
     at_kink = np.zeros(auto.size, bool)
+    low, high = np.full(auto.size, np.nan), np.full(auto.size, np.nan)  # one-sided slopes at the probed kinks
     fd_rel, kinks = float("nan"), 0
     if sample is not None and sample.index.size:
         grad_scale = max(float(np.max(np.abs(auto), initial=0.0)), floor)
@@ -263,6 +265,7 @@ def compare_tensor(name: str, hand: Any, auto: Any, tol: float, *, jitted: Any =
         margin = fd_tol * grad_scale + ROUNDING_UNITS * SMALL_STEP * sample.noise
         h = hand.reshape(-1)[sample.index]
         at_kink[sample.index[k.kink]] = True
+        low[sample.index], high[sample.index] = k.low, k.high
         excused[sample.index[k.kink & (h >= k.low - margin) & (h <= k.high + margin)]] = True
         kinks = int(k.kink.sum())
     wrong = bad & ~excused
@@ -274,9 +277,7 @@ def compare_tensor(name: str, hand: Any, auto: Any, tol: float, *, jitted: Any =
         where = tuple(int(v) for v in np.unravel_index(i, auto.shape))
         detail = f"hand {hand.reshape(-1)[i]:.6g} vs autodiff {auto.reshape(-1)[i]:.6g} at {where}"
         if at_kink[i]:
-            j = int(np.flatnonzero(sample.index == i)[0])
-            lo, hi = analyse_kinks(sample, max(float(np.max(np.abs(auto), initial=0.0)), floor))[2:]
-            detail += f", a kink, but outside the one-sided slopes [{lo[j]:.6g}, {hi[j]:.6g}]"
+            detail += f", a kink, but outside the one-sided slopes [{low[i]:.6g}, {high[i]:.6g}]"
         return row("backward wrong", detail, fd_rel, kinks)
     if jit_rel > tol:
         return row("eager vs jit", f"the backward gives other values under jax.jit (rel. error {jit_rel:.1e}): "

@@ -145,17 +145,18 @@ def move_off_special_values(key: Array, params: Any) -> Any:
 def _parameters(given: Any, draw: Callable[[], Any], key: Array, dtype) -> tuple[Any, tuple]:
     """(params, notes): the given parameters as given, or drawn by `draw()` and moved off special values."""
     if given is not None:
-        return _as(given, dtype), ()
+        return as_dtype(given, dtype), ()
     drawn = run_user("init", draw)
     expect_like("init", drawn, drawn, "params")
-    return move_off_special_values(key, _as(drawn, dtype)), (MOVED_NOTE,)
+    return move_off_special_values(key, as_dtype(drawn, dtype)), (MOVED_NOTE,)
 
 
-def _as(tree: Any, dtype) -> Any:
+def as_dtype(tree: Any, dtype) -> Any:
+    """Every floating leaf of `tree` cast to `dtype`; other leaves (integers, booleans) as they are."""
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a).astype(dtype) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else a, tree)
 
 
-def _tolerances(dtype, tol: float | None, fd_tol: float) -> tuple[float, float, list]:
+def tolerances(dtype, tol: float | None, fd_tol: float) -> tuple[float, float, list]:
     """(hand vs autodiff tolerance, autodiff vs float64 finite differences tolerance, warnings).
 
     Below float64, autodiff itself carries the precision's rounding, so it is held to finite
@@ -181,7 +182,7 @@ def _precision(dtype) -> contextlib.AbstractContextManager:
     return jax.enable_x64(True) if jnp.dtype(dtype) == jnp.float64 else contextlib.nullcontext()
 
 
-def _judge(names: list[str], hand: list, auto: list, jitted: list, tol: float, fd_tol: float, dtype,
+def judge(names: list[str], hand: list, auto: list, jitted: list, tol: float, fd_tol: float, dtype,
            fd: tuple | None = None, local: dict | None = None, tols: list | None = None,
            expected_dtypes: list | None = None) -> list:
     """Rows for aligned leaves. fd = (scalar f, point whose leaves align with names, key, routine):
@@ -198,7 +199,7 @@ def _judge(names: list[str], hand: list, auto: list, jitted: list, tol: float, f
         keys = jax.random.split(key, len(names))
         indices = [entries_to_probe(h, a, t, floor, k) for h, a, t, k in zip(hand, auto, tols, keys)]
         with jax.enable_x64(True):
-            samples = run_user("forward (finite differences, float64)", routine, f, _as(point, jnp.float64), key, indices)
+            samples = run_user("forward (finite differences, float64)", routine, f, as_dtype(point, jnp.float64), key, indices)
     rows = [compare_tensor(n, h, a, t, jitted=j, sample=s, fd_tol=fd_tol, floor=floor, expected_dtype=e)
             for n, h, a, j, s, t, e in zip(names, hand, auto, jitted, samples, tols, expected_dtypes)]
     return [r._replace(diagnosis=diagnose(h, a, {n: o for n, o in zip(names, auto) if n != r.name}, (local or {}).get(r.name),
@@ -206,18 +207,18 @@ def _judge(names: list[str], hand: list, auto: list, jitted: list, tol: float, f
             if r.verdict in DIAGNOSED else r for r, h, a, t in zip(rows, hand, auto, tols)]
 
 
-def _report(subject: str, rows: list, tol: float, fd_tol: float, warns: list, notes: tuple = ()) -> Report:
+def report_of(subject: str, rows: list, tol: float, fd_tol: float, warns: list, notes: tuple = ()) -> Report:
     jit = max((r.jit_rel_err for r in rows if r.jit_rel_err == r.jit_rel_err), default=float("nan"))
     return Report(subject, rows, jit, tol, fd_tol, warns, notes)
 
 
-def _guarded(subject: str, dtype, tol: float | None, fd_tol: float, body: Callable[[], Report]) -> Report:
+def guarded(subject: str, dtype, tol: float | None, fd_tol: float, body: Callable[[], Report]) -> Report:
     """body(), or the report of the user code that failed inside it."""
     try:
         with _precision(dtype):
             return body()
     except UserCodeFailed as failure:
-        t, f, warns = _tolerances(dtype, tol, fd_tol)
+        t, f, warns = tolerances(dtype, tol, fd_tol)
         return Report(subject, [failure_row(failure.stage, failure.verdict, failure.detail)], float("nan"), t, f, warns,
                       (), failure.trace)
 
@@ -238,8 +239,8 @@ def check_layer(layer: Layer, key: Array, x: Array | None = None, *, in_shape: t
 
     def body() -> Report:
         k_init, k_x, k_dy, k_fd, k_move = jax.random.split(key, 5)
-        inp = _as(jax.random.normal(k_x, (batch, *in_shape), dtype) if x is None else x, dtype)
-        tol_, fd_tol_, warns = _tolerances(dtype, tol, fd_tol)
+        inp = as_dtype(jax.random.normal(k_x, (batch, *in_shape), dtype) if x is None else x, dtype)
+        tol_, fd_tol_, warns = tolerances(dtype, tol, fd_tol)
         p, notes = _parameters(params, lambda: layer.init(k_init, tuple(inp.shape[1:])), k_move, dtype)
         skey = layer_key if layer_key is not None else jax.random.PRNGKey(0)
 
@@ -261,12 +262,12 @@ def check_layer(layer: Layer, key: Array, x: Array | None = None, *, in_shape: t
         auto = run_user("forward under jax.vjp", jax.jit(lambda q, v, d: jax.vjp(lambda q, v: forward(q, v)[0], q, v)[1](d)), p, inp, dy)
         names = _paths(p, "params") + ["dx"]
         leaves = [jax.tree_util.tree_leaves(t[0]) + [t[1]] for t in (hand, auto, jitted)]
-        scalar = lambda t: jnp.vdot(forward(t["params"], t["x"])[0], _as(dy, jnp.float64))  # noqa: E731
-        rows = _judge(names, *leaves, tol_, fd_tol_, dtype, (scalar, {"params": p, "x": inp}, k_fd, finite_differences),
+        scalar = lambda t: jnp.vdot(forward(t["params"], t["x"])[0], as_dtype(dy, jnp.float64))  # noqa: E731
+        rows = judge(names, *leaves, tol_, fd_tol_, dtype, (scalar, {"params": p, "x": inp}, k_fd, finite_differences),
                       {"dx": (dy, y)} if y.shape == inp.shape else None)
-        return _report(subject, rows, tol_, fd_tol_, warns, notes)
+        return report_of(subject, rows, tol_, fd_tol_, warns, notes)
 
-    return _guarded(subject, dtype, tol, fd_tol, body)
+    return guarded(subject, dtype, tol, fd_tol, body)
 
 
 def check_loss(head: Head, key: Array, z: Array | None = None, y: Array | None = None, *, shape: tuple = (4, 3),
@@ -277,19 +278,19 @@ def check_loss(head: Head, key: Array, z: Array | None = None, y: Array | None =
 
     def body() -> Report:
         kz, ky, kf = jax.random.split(key, 3)
-        zz = _as(jax.random.normal(kz, shape, dtype) if z is None else z, dtype)
-        yy = _as(sample_targets(ky, head.loss.name, zz.shape[0], zz.shape[1], dtype) if y is None else y, dtype)
-        tol_, fd_tol_, warns = _tolerances(dtype, tol, fd_tol)
+        zz = as_dtype(jax.random.normal(kz, shape, dtype) if z is None else z, dtype)
+        yy = as_dtype(sample_targets(ky, head.loss.name, zz.shape[0], zz.shape[1], dtype) if y is None else y, dtype)
+        tol_, fd_tol_, warns = tolerances(dtype, tol, fd_tol)
         hand = run_user("head.backward", head.backward, zz, yy)
         jitted = run_user("head.backward under jax.jit", jax.jit(head.backward), zz, yy)
         auto = run_user("head.cost under jax.grad", jax.grad(head.cost), zz, yy)
-        y64 = _as(yy, jnp.float64)
+        y64 = as_dtype(yy, jnp.float64)
         local = run_user("head.grad_output and head.predict", lambda: (head.grad_output(zz, yy), head.predict(zz)))
-        rows = _judge(["dZ[L]"], [hand], [auto], [jitted], tol_, fd_tol_, dtype,
+        rows = judge(["dZ[L]"], [hand], [auto], [jitted], tol_, fd_tol_, dtype,
                       (lambda t: head.cost(t[0], y64), [zz], kf, finite_differences), {"dZ[L]": local})
-        return _report(subject, rows, tol_, fd_tol_, warns)
+        return report_of(subject, rows, tol_, fd_tol_, warns)
 
-    return _guarded(subject, dtype, tol, fd_tol, body)
+    return guarded(subject, dtype, tol, fd_tol, body)
 
 
 def check_network(net: Network, key: Array, x: Array | None = None, y: Array | None = None, *, batch: int = 4,
@@ -300,9 +301,9 @@ def check_network(net: Network, key: Array, x: Array | None = None, y: Array | N
 
     def body() -> Report:
         k_init, k_x, k_y, k_fd, k_move = jax.random.split(key, 5)
-        xx = _as(jax.random.normal(k_x, (batch, *net.in_shape), dtype) if x is None else x, dtype)
+        xx = as_dtype(jax.random.normal(k_x, (batch, *net.in_shape), dtype) if x is None else x, dtype)
         yy = sample_targets(k_y, net.head.loss.name, xx.shape[0], net.n_out, dtype) if y is None else y
-        tol_, fd_tol_, warns = _tolerances(dtype, tol, fd_tol)
+        tol_, fd_tol_, warns = tolerances(dtype, tol, fd_tol)
         p, notes = _parameters(params, lambda: net.init(k_init), k_move, dtype)
         skey = step_key if step_key is not None else jax.random.PRNGKey(0)
         trace = run_user("forward and backward (net.trace)", net.trace, p, xx, yy, skey)
@@ -314,13 +315,13 @@ def check_network(net: Network, key: Array, x: Array | None = None, y: Array | N
         probe_grads = run_user("forward under jax.grad", jax.jit(jax.grad(net.probed_cost, argnums=3)), p, xx, yy, probes,
                                jnp.zeros_like(trace.prediction), skey)
         names = _paths(p, "params") + ["dx"]
-        y64 = _as(yy, jnp.float64)
+        y64 = as_dtype(yy, jnp.float64)
         scalar = lambda t: net.loss(t["params"], t["x"], y64, skey)  # noqa: E731
-        rows = _judge(names, jax.tree_util.tree_leaves(trace.grads) + [trace.dx], jax.tree_util.tree_leaves(grads_auto) + [dx_auto],
+        rows = judge(names, jax.tree_util.tree_leaves(trace.grads) + [trace.dx], jax.tree_util.tree_leaves(grads_auto) + [dx_auto],
                       jax.tree_util.tree_leaves(jitted.grads) + [jitted.dx], tol_, fd_tol_, dtype,
                       (scalar, {"params": p, "x": xx}, k_fd, finite_differences))
         layer_names = [f"upstream of layer {i} ({getattr(layer, 'name', type(layer).__name__)})" for i, layer in enumerate(net.layers)]
-        rows += _judge(layer_names, list(trace.cotangents), list(probe_grads), list(jitted.cotangents), tol_, fd_tol_, dtype)
-        return _report(subject, rows, tol_, fd_tol_, warns, notes)
+        rows += judge(layer_names, list(trace.cotangents), list(probe_grads), list(jitted.cotangents), tol_, fd_tol_, dtype)
+        return report_of(subject, rows, tol_, fd_tol_, warns, notes)
 
-    return _guarded(subject, dtype, tol, fd_tol, body)
+    return guarded(subject, dtype, tol, fd_tol, body)

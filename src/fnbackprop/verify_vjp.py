@@ -24,7 +24,7 @@ import numpy as np
 from .numerics import TOL_FINITE_DIFF
 from .verdicts import Report, TensorRow, finite_differences_at
 from .numerics import leaf_rel_err
-from .verify import _as, _guarded, _judge, _report, _tolerances, expect_like, run_user
+from .verify import as_dtype, expect_like, guarded, judge, report_of, run_user, tolerances
 
 Array = jax.Array
 
@@ -84,8 +84,8 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
     relative_to_autodiff = tol is None and jnp.dtype(dtype) != jnp.float64
 
     def body() -> Report:
-        tol_, fd_tol_, warns = _tolerances(dtype, tol, fd_tol)
-        cast = [a if i in nondiff else _as(a, dtype) for i, a in enumerate(args)]
+        tol_, fd_tol_, warns = tolerances(dtype, tol, fd_tol)
+        cast = [a if i in nondiff else as_dtype(a, dtype) for i, a in enumerate(args)]
         diff = [i for i in range(len(cast)) if i not in nondiff]
 
         def call(fn: Callable, diff_args: list) -> Any:
@@ -116,13 +116,15 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
                                                                        "(float0 cotangent)")
                     continue
                 names.append(name), hand_l.append(hv), auto_l.append(av), jit_l.append(jv), point.append(value)
-        float_paths = [(i, p) for i in diff for p, v in jax.tree_util.tree_flatten_with_path(cast[i])[0] if _is_float(v)]
+        flat = [jax.tree_util.tree_flatten(cast[i]) for i in diff]
+        slots = [(a, j) for a, (leaves, _) in enumerate(flat) for j, v in enumerate(leaves) if _is_float(v)]
 
-        def scalar(leaves: list) -> Array:
-            moved = [jax.tree_util.tree_map(lambda v: v, cast[i]) for i in diff]
-            for (i, path), leaf in zip(float_paths, leaves):
-                moved[diff.index(i)] = _replace_at(moved[diff.index(i)], path, leaf)
-            result = call(primal, moved)
+        def scalar(floats: list) -> Array:
+            """<primal(args), ct> with the floating leaves of the differentiated arguments replaced by `floats`."""
+            leaves = [list(args_leaves) for args_leaves, _ in flat]
+            for (a, j), value in zip(slots, floats):
+                leaves[a][j] = value
+            result = call(primal, [treedef.unflatten(lv) for lv, (_, treedef) in zip(leaves, flat)])
             return sum(jnp.vdot(o, jnp.asarray(c, jnp.float64)) for o, c in
                        zip(jax.tree_util.tree_leaves(result), jax.tree_util.tree_leaves(ct)) if _is_float(o))
 
@@ -130,24 +132,24 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
         fd = (scalar, point, key, finite_differences)
         if relative_to_autodiff:  # below float64: the rule's error may be PRECISION_FACTOR x autodiff's own
             with jax.enable_x64(True):
-                ref, rule64 = (_float_leaves(run_user(stage, jax.jit(pullback(fn)), _as(diff_args, jnp.float64), _as(ct, jnp.float64)),
+                ref, rule64 = (_float_leaves(run_user(stage, jax.jit(pullback(fn)), as_dtype(diff_args, jnp.float64), as_dtype(ct, jnp.float64)),
                                              order, integer_rows)
                                for stage, fn in (("autodiff in float64", primal), ("the custom rule in float64", ruled)))
             floor = EPS_UNITS * float(jnp.finfo(dtype).eps)
             tols = [PRECISION_FACTOR * max(leaf_rel_err(a, r), floor) for a, r in zip(auto_l, ref)]
-            judged_rows = _judge(names, hand_l, ref, jit_l, tol_, fd_tol, dtype, fd, tols=tols,
+            judged_rows = judge(names, hand_l, ref, jit_l, tol_, fd_tol, dtype, fd, tols=tols,
                                  expected_dtypes=[jnp.asarray(v).dtype for v in point])
             tol_ = max(tols, default=tol_)
         else:
             rule64 = hand_l
-            judged_rows = _judge(names, hand_l, auto_l, jit_l, tol_, fd_tol_, dtype, fd)
+            judged_rows = judge(names, hand_l, auto_l, jit_l, tol_, fd_tol_, dtype, fd)
         judged = dict(zip(names, judged_rows))
         rows = [judged.get(name) or integer_rows[name] for name in order]  # in the order of the arguments
         for transform in transforms + (("second order",) if second_order else ()):
             hand_t, auto_t = _under(transform, pullback(ruled), pullback(primal), diff_args, ct, key, dtype)
             hand_t, auto_t = (_float_leaves(t, order, integer_rows) for t in (hand_t, auto_t))
             t_tol = (PRECISION_FACTOR + 1) * tol_ / PRECISION_FACTOR if relative_to_autodiff else tol_
-            rows += _judge([f"{n} under {transform}" for n in names], hand_t, auto_t, [None] * len(names), t_tol, fd_tol_, dtype)
+            rows += judge([f"{n} under {transform}" for n in names], hand_t, auto_t, [None] * len(names), t_tol, fd_tol_, dtype)
         with jax.enable_x64(True):
             rate = taylor_rate(scalar, [jnp.asarray(v, jnp.float64) for v in point], [jnp.asarray(h, jnp.float64) for h in rule64], key)
         notes = (f"Taylor remainder |f(x + h v) - f(x) - h <g, v>| of the rule's g falls like h^{rate:.2f} for h from "
@@ -156,14 +158,9 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
         if by_design:
             rows = [_declared(r) if r.verdict == "backward wrong" else r for r in rows]
             notes += ("declared different from the gradient by design (by_design=True): those rows pass as `by design`",)
-        return _report(subject, rows, tol_, fd_tol_, warns, notes)
+        return report_of(subject, rows, tol_, fd_tol_, warns, notes)
 
-    return _guarded(subject, dtype, tol, fd_tol, body)
-
-
-def _replace_at(tree: Any, path: tuple, leaf: Any) -> Any:
-    """`tree` with the leaf at `path` replaced."""
-    return jax.tree_util.tree_map_with_path(lambda p, v: leaf if p == path else v, tree)
+    return guarded(subject, dtype, tol, fd_tol, body)
 
 
 def _stack(key: Array, tree: Any, moved: bool) -> Any:
