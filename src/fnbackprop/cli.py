@@ -128,7 +128,7 @@ def parse_arg_specs(text: str, key) -> list:
         raise UsageError("--args needs at least one spec, e.g. --args \"f64[4,8] i32[4]<6\"")
     out = []
     for spec, k in zip(specs, jax.random.split(key, len(specs))):
-        match = re.fullmatch(r"(f64|f32|f16|bf16|i32|i64|bool)\[([0-9, ]*)\](?:<([0-9]+))?", spec)
+        match = re.fullmatch(rf"({'|'.join(ARG_DTYPES)})\[([0-9, ]*)\](?:<([0-9]+))?", spec)
         if not match:
             raise UsageError(f"cannot read the argument spec {spec!r}: expected DTYPE[SHAPE] with DTYPE one of "
                              f"{', '.join(ARG_DTYPES)}, e.g. f64[4,8], or i32[4]<6 for integers in [0, 6)")
