@@ -165,6 +165,8 @@ def print_report(report, show_traceback: bool = False) -> None:
     console.print(table)
     console.print(f"eager vs jit: max rel. error {_format_err(report.jit_rel_err)}; tolerance {report.tol:g} (hand vs autodiff), "
                   f"{report.fd_tol:g} (autodiff vs finite differences)")
+    if report.diagnosis:
+        console.print(f"[red]diagnosis: {escape(report.diagnosis)}[/red]")
     for note in report.notes:
         console.print(f"note: {escape(note)}")
     for note in report.warnings:
@@ -188,21 +190,25 @@ def run_check_target(args: argparse.Namespace) -> int:
         obj = load_target(args.target)
         key = jax.random.PRNGKey(args.seed)
         if _custom_rule(obj) or args.args is not None:
-            if not _custom_rule(obj):
-                raise UsageError(f"{args.target} is not a jax.custom_vjp or jax.custom_jvp function; --args checks those")
+            if isinstance(obj, (Network, Head)) or not callable(obj):
+                raise UsageError(f"{args.target} is not a function; --args checks jax.custom_vjp / custom_jvp functions "
+                                 "and functions that call them")
             if args.args is None:
                 raise UsageError("checking a custom_vjp function needs --args, e.g. --args \"f64[4,8] f64[8,3]\"")
             from .verify_vjp import check_vjp
 
-            report = check_vjp(obj, *parse_arg_specs(args.args, jax.random.fold_in(key, 1)), key=key)
+            try:
+                report = check_vjp(obj, *parse_arg_specs(args.args, jax.random.fold_in(key, 1)), key=key, fast=args.fast)
+            except TypeError as err:  # a function that calls no custom rule: nothing to check
+                raise UsageError(str(err)) from None
         elif isinstance(obj, Network):
-            report = check_network(obj, key, batch=args.batch)
+            report = check_network(obj, key, batch=args.batch, fast=args.fast)
         elif isinstance(obj, Head):
             report = check_loss(obj, key, shape=(args.batch, *(args.shape or [3])))
         else:
             if not args.shape:
                 raise UsageError("checking a layer needs --shape, its input shape without the batch axis (e.g. --shape 8)")
-            report = check_layer(obj, key, in_shape=tuple(args.shape), batch=args.batch)
+            report = check_layer(obj, key, in_shape=tuple(args.shape), batch=args.batch, fast=args.fast)
     except UsageError as err:
         _error(str(err), status_console)
         return 2
@@ -495,6 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="audit the source texts' equations (literal transcriptions) against jax.grad")
     check.add_argument("--seed", type=seed_int, default=0)
     check.add_argument("--traceback", action="store_true", help="show the traceback where checked code raised")
+    check.add_argument("--fast", action="store_true",
+                       help="finite differences along random directions, not entry by entry (for big models)")
     check.add_argument("--args", default=None,
                        help='a custom_vjp function\'s arguments, e.g. "f64[4,8] f64[8,3] i32[4]<6" (floats normal, '
                             'integers in [0, bound), default bound 2); floats are checked in float64')

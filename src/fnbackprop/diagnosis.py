@@ -7,13 +7,16 @@ the true gradients of the check's other tensors. The first word is one of
 - `zero`: the hand gradient is 0 everywhere, the true one is not;
 - `sign`: hand = -autodiff;
 - `scale`: hand = c x autodiff for one c (a missing or extra 1/m reads "scale x8" at m = 8);
-- `transpose`: hand = autodiff with its last two axes swapped (a square W where W^T belongs);
+- `transpose`: hand = autodiff with its last two axes swapped, or hand equals the gradient of an
+  alternative where a matrix product's square operand went untransposed (W where W^T belongs);
 - `broadcast-sum`: hand has extra leading axes that, summed, give autodiff (a gradient not summed
   over the axis the forward broadcast; a mean where the sum belongs reads as `scale`);
 - `swapped`: hand equals the true gradient of another tensor of the check;
-- for an elementwise step dx = dy * g'(x) whose upstream dy and output y = g(x) are known:
-  `missing-derivative` (hand = dy: the local derivative left out) and `activation-for-derivative`
-  (hand = dy * g(x): the activation where its derivative belongs);
+- `missing-derivative` (g'(z) left out) and `activation-for-derivative` (g(z) used where g'(z)
+  belongs): for an elementwise step dx = dy * g'(x) whose upstream dy and output y = g(x) are known,
+  hand = dy or hand = dy * g(x); anywhere inside the function, hand equals the gradient of one of its
+  `alternatives`, the function with one elementwise step's derivative so altered
+  (`fnbackprop.rules.derivative_variants`, read from the forward's jaxpr);
 - `unknown`: none of these fits; the evidence gives the error and the best-fit ratio.
 
 Each fit is judged at `FIT_TOL` relative (far above rounding, far below any real mistake's size).
@@ -39,12 +42,23 @@ def _spread(hand: np.ndarray, auto: np.ndarray) -> tuple[float, int]:
     return (float(np.std(quotients)) if quotients.size else 0.0), int(quotients.size)
 
 
+def _broadcast_axes(hand: tuple, auto: tuple) -> tuple[tuple, tuple] | None:
+    """(leading axes, then axes of size 1 in `auto`) over which an array of shape `auto` was broadcast
+    to `hand` (numpy's rules); None when `auto` does not broadcast to `hand`."""
+    extra = len(hand) - len(auto)
+    if extra < 0 or any(a not in (1, h) for h, a in zip(hand[extra:], auto)):
+        return None
+    return tuple(range(extra)), tuple(i for i, (h, a) in enumerate(zip(hand[extra:], auto)) if a == 1 and h != 1)
+
+
 def diagnose(hand: Any, auto: Any, others: dict[str, Any] | None = None, local: tuple | None = None,
-             fit_tol: float = FIT_TOL) -> str:
+             fit_tol: float = FIT_TOL, alternatives: list | None = None) -> str:
     """The kind of mistake in `hand` (see the module doc), with its evidence.
 
     `others`: the true gradients of the check's other tensors, by name; `local`: (upstream dy,
-    output y) of an elementwise step whose input gradient `hand` is; `fit_tol`: how close a pattern
+    output y) of an elementwise step whose input gradient `hand` is; `alternatives`: (label, kind,
+    gradient) of the function with one textbook slip in its derivative
+    (`fnbackprop.rules.derivative_variants`); `fit_tol`: how close a pattern
     must fit (raise it with the rounding of the precision checked)."""
     def fits(a: np.ndarray, b: np.ndarray) -> bool:
         return leaf_rel_err(a, b) <= fit_tol
@@ -54,9 +68,10 @@ def diagnose(hand: Any, auto: Any, others: dict[str, Any] | None = None, local: 
         return f"unknown: the hand gradient is a {type(hand).__name__}, not an array"
     hand = np.asarray(hand, np.float64)
     if hand.shape != auto.shape:
-        extra = hand.ndim - auto.ndim
-        if extra > 0 and hand.shape[extra:] == auto.shape and fits(hand.sum(axis=tuple(range(extra))), auto):
-            return f"broadcast-sum: summed over its first {extra} axis/axes the hand gradient {list(hand.shape)} equals autodiff {list(auto.shape)}"
+        axes = _broadcast_axes(hand.shape, auto.shape)
+        if axes is not None and fits(hand.sum(axis=axes[0]).sum(axis=axes[1], keepdims=True), auto):
+            return (f"broadcast-sum: summed over the axes {list(axes[0]) + [len(axes[0]) + a for a in axes[1]]} the forward "
+                    f"broadcast, the hand gradient {list(hand.shape)} equals autodiff {list(auto.shape)}")
         return f"unknown: shape {list(hand.shape)}, expected {list(auto.shape)}"
     if not np.all(np.isfinite(hand)):
         bad = np.argwhere(~np.isfinite(hand))
@@ -79,6 +94,10 @@ def diagnose(hand: Any, auto: Any, others: dict[str, Any] | None = None, local: 
             return "missing-derivative: hand equals the upstream gradient dy; the local derivative g'(x) is left out"
         if upstream.shape == output.shape == hand.shape and fits(hand, upstream * output):
             return "activation-for-derivative: hand equals dy * g(x), the activation where its derivative g'(x) belongs"
+    for kind, what, alternative in alternatives or ():
+        alternative = np.asarray(alternative, np.float64)
+        if alternative.shape == hand.shape and not fits(alternative, auto) and fits(hand, alternative):
+            return f"{kind}: hand equals the gradient {what}"
     for name, other in (others or {}).items():
         other = np.asarray(other, np.float64)
         if other.shape == hand.shape and np.any(other) and fits(hand, other):

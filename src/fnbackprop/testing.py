@@ -31,6 +31,7 @@ def report_text(report: Report) -> str:
         ratio = "" if r.ratio != r.ratio else f" hand/auto x{r.ratio:.4g}"
         lines.append(f"{mark}{r.name} {r.shape}: {r.verdict}; rel err {r.rel_err:.2e}{ratio}"
                      + "".join(f"; {t}" for t in (r.detail, r.diagnosis) if t))
+    lines += [f"diagnosis: {report.diagnosis}"] if report.diagnosis else []
     lines += [f"note: {n}" for n in report.notes] + [f"warning: {w}" for w in report.warnings]
     return "\n".join(lines)
 

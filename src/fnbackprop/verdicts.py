@@ -89,9 +89,17 @@ class Report(NamedTuple):
     def failing(self) -> list[TensorRow]:
         return [r for r in self.rows if not r.ok]
 
+    @property
+    def diagnosis(self) -> str:
+        """The report's diagnosis: the first failing row's that names a kind (not `unknown`), else the
+        first failing row's ('' when it passed). A mistake in one place spreads to the tensors computed
+        from it; the row where it fits a pattern is where it shows its kind."""
+        found = [r.diagnosis for r in self.failing() if r.diagnosis]
+        return next((d for d in found if not d.startswith("unknown")), found[0] if found else "")
+
     def to_dict(self) -> dict:
         return {"subject": self.subject, "passed": self.passed, "jit_rel_err": self.jit_rel_err, "tol": self.tol,
-                "fd_tol": self.fd_tol, "warnings": list(self.warnings), "notes": list(self.notes),
+                "fd_tol": self.fd_tol, "diagnosis": self.diagnosis, "warnings": list(self.warnings), "notes": list(self.notes),
                 "rows": [r._asdict() for r in self.rows]}
 
 
@@ -118,7 +126,8 @@ def random_entries(key: Array, size: int, most: int = MAX_FD_ENTRIES) -> np.ndar
     """All flat indices of a tensor of `size` entries, or `most` of them drawn without replacement."""
     if size <= most:
         return np.arange(size)
-    return np.sort(np.asarray(jax.random.choice(key, size, (most,), replace=False)))
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())  # numpy: no kernel per size
+    return np.sort(rng.choice(size, most, replace=False))
 
 
 #: most floats held at once by the batched evaluations of finite differences (evaluations x entries)
@@ -150,8 +159,13 @@ def finite_differences_at(f: Callable[[Any], Array], tree: Any, key: Array, indi
         moved = lambda a: f(unravel(flat.at[a[0]].add(a[1].astype(flat.dtype))))  # noqa: E731
         if steps.size * flat.size <= FD_EAGER_FLOATS:  # small: one vmapped eager call, its kernels cached by shape
             return f(unravel(flat)), jax.vmap(moved)((where, steps))
-        batch = max(1, FD_BATCH_FLOATS // flat.size)  # large: compiled, in batches that bound the memory
-        return jax.jit(lambda: (f(unravel(flat)), jax.lax.map(moved, (where, steps), batch_size=batch)))()
+        batch = max(1, FD_BATCH_FLOATS // flat.size)  # large: compiled (the point an argument, not a constant to fold)
+
+        def compiled(flat, where, steps):
+            moved = lambda a: f(unravel(flat.at[a[0]].add(a[1].astype(flat.dtype))))  # noqa: E731
+            return f(unravel(flat)), jax.lax.map(moved, (where, steps), batch_size=batch)
+
+        return jax.jit(compiled)(flat, where, steps)
 
     f0, values = evaluate(flat, jnp.asarray(np.tile(where, 4)), jnp.asarray(steps))
     f0 = float(f0)
@@ -163,18 +177,18 @@ def finite_differences_at(f: Callable[[Any], Array], tree: Any, key: Array, indi
     return [FDSample(idx, slopes[:, a:b], noise[a:b]) for idx, a, b in zip(per_leaf, bounds[:-1], bounds[1:])]
 
 
-def entries_to_probe(hand: Any, auto: Any, tol: float, floor: float, key: Array) -> np.ndarray:
-    """Random entries, plus (largest error first, up to MAX_FD_ENTRIES) those where hand != autodiff,
+def entries_to_probe(hand: Any, auto: Any, tol: float, floor: float, key: Array, most: int = MAX_FD_ENTRIES) -> np.ndarray:
+    """`most` random entries, plus (largest error first, up to `most`) those where hand != autodiff,
     so that every entry a kink might excuse has its one-sided slopes measured."""
     auto = np.asarray(auto)
-    probe = random_entries(key, auto.size)
+    probe = random_entries(key, auto.size, most)
     hand = np.asarray(hand) if hasattr(hand, "shape") else None
     if hand is not None and hand.shape == auto.shape and np.issubdtype(hand.dtype, np.floating):
         with np.errstate(invalid="ignore"):
             diff = np.abs(hand.astype(np.float64) - auto).reshape(-1)
         scale = max(np.nanmax(np.abs(auto), initial=0.0), floor)
         bad = np.flatnonzero(~(diff <= tol * scale))
-        probe = np.union1d(probe, bad[np.argsort(-np.nan_to_num(diff[bad], nan=np.inf))][:MAX_FD_ENTRIES])
+        probe = np.union1d(probe, bad[np.argsort(-np.nan_to_num(diff[bad], nan=np.inf))][:most])
     return probe
 
 
@@ -226,9 +240,11 @@ def analyse_kinks(sample: FDSample, grad_scale: float) -> KinkAnalysis:
 
 
 def compare_tensor(name: str, hand: Any, auto: Any, tol: float, *, jitted: Any = None, sample: FDSample | None = None,
-                   fd_tol: float = TOL_FINITE_DIFF, floor: float = 0.0, expected_dtype: Any = None) -> TensorRow:
+                   fd_tol: float = TOL_FINITE_DIFF, floor: float = 0.0, expected_dtype: Any = None,
+                   fd_projected: float = float("nan")) -> TensorRow:
     """One row: hand vs autodiff at every entry, hand vs jitted hand, autodiff vs finite differences
-    at the probed entries, and at kinks the hand value against the one-sided quotients.
+    at the probed entries (and `fd_projected`, its error along random directions in fast mode), and
+    at kinks the hand value against the one-sided quotients.
 
     `floor` is the smallest scale a relative error is taken against (`fnbackprop.numerics.noise_floor`).
     """
@@ -269,9 +285,12 @@ def compare_tensor(name: str, hand: Any, auto: Any, tol: float, *, jitted: Any =
         excused[sample.index[k.kink & (h >= k.low - margin) & (h <= k.high + margin)]] = True
         kinks = int(k.kink.sum())
     wrong = bad & ~excused
+    if fd_projected == fd_projected:
+        fd_rel = fd_projected if fd_rel != fd_rel else max(fd_rel, fd_projected)
     if fd_rel > fd_tol:
         return row("references disagree", f"autodiff and finite differences differ by {fd_rel:.1e} (tolerance {fd_tol:g}) "
-                                          "at smooth entries: the forward's autodiff is not its derivative", fd_rel, kinks)
+                                          "at smooth entries or along random directions: the forward's autodiff is not its "
+                                          "derivative", fd_rel, kinks)
     if wrong.any():
         i = int(np.flatnonzero(wrong)[np.argmax(diff.reshape(-1)[wrong])])
         where = tuple(int(v) for v in np.unravel_index(i, auto.shape))

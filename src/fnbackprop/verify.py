@@ -47,7 +47,10 @@ from .diagnosis import FIT_TOL, diagnose
 from .layers import Layer, forward_with_key
 from .losses import Head
 from .network import Network
-from .numerics import TOL_FINITE_DIFF, TOL_FLOAT32, TOL_FLOAT64, noise_floor
+from .numerics import TOL_FINITE_DIFF, TOL_FLOAT32, TOL_FLOAT64, leaf_rel_err, noise_floor
+from .rules import derivative_variants
+from .projections import (PROJECTIONS, LEAF_PROJECTIONS, LOCALISE_ENTRIES, Projections, leaf_supports, projected_differences,
+                          projection_error, support_norms)
 from .verdicts import (MAX_FD_ENTRIES as MAX_FD_ENTRIES, Report as Report, TensorRow as TensorRow,
                        compare_tensor as compare_tensor, entries_to_probe, failure_row,
                        finite_differences_at as finite_differences_at)
@@ -184,27 +187,97 @@ def _precision(dtype) -> contextlib.AbstractContextManager:
 
 def judge(names: list[str], hand: list, auto: list, jitted: list, tol: float, fd_tol: float, dtype,
            fd: tuple | None = None, local: dict | None = None, tols: list | None = None,
-           expected_dtypes: list | None = None) -> list:
+           expected_dtypes: list | None = None, projections: int = 0, variants: Callable[[], list] | None = None) -> list:
     """Rows for aligned leaves. fd = (scalar f, point whose leaves align with names, key, routine):
-    finite differences of f, in float64, at random entries plus those where hand != autodiff.
+    finite differences of f, in float64, at random entries plus those where hand != autodiff; or,
+    with `projections` > 0 (fast mode, `fnbackprop.projections`), along that many random directions
+    of all leaves at once, entry-wise only inside the leaves that fail.
 
     `tols` (one per leaf) replaces `tol` and the noise floor: the precision-relative tolerances of
-    `check_vjp`, whose autodiff reference is float64 while the hand gradient has `expected_dtypes`."""
+    `check_vjp`, whose autodiff reference is float64 while the hand gradient has `expected_dtypes`.
+    `variants()`, called only when some diagnosis is `unknown`, gives (label, kind, leaves aligned
+    with names) for the forward with one derivative altered (`variant_gradients`)."""
     floor = noise_floor(auto, dtype, tol) if tols is None else 0.0
     tols = [tol] * len(names) if tols is None else tols
     expected_dtypes = [None] * len(names) if expected_dtypes is None else expected_dtypes
-    samples = [None] * len(names)
-    if fd is not None:
+    samples, projected = [None] * len(names), [float("nan")] * len(names)
+    if fd is not None and projections:
+        samples, projected = _fast_differences(names, hand, auto, tols, fd_tol, floor, fd, projections)
+    elif fd is not None:
         f, point, key, routine = fd
         keys = jax.random.split(key, len(names))
         indices = [entries_to_probe(h, a, t, floor, k) for h, a, t, k in zip(hand, auto, tols, keys)]
         with jax.enable_x64(True):
             samples = run_user("forward (finite differences, float64)", routine, f, as_dtype(point, jnp.float64), key, indices)
-    rows = [compare_tensor(n, h, a, t, jitted=j, sample=s, fd_tol=fd_tol, floor=floor, expected_dtype=e)
-            for n, h, a, j, s, t, e in zip(names, hand, auto, jitted, samples, tols, expected_dtypes)]
-    return [r._replace(diagnosis=diagnose(h, a, {n: o for n, o in zip(names, auto) if n != r.name}, (local or {}).get(r.name),
-                                          fit_tol=max(FIT_TOL, 4 * t)))
-            if r.verdict in DIAGNOSED else r for r, h, a, t in zip(rows, hand, auto, tols)]
+    rows = [compare_tensor(n, h, a, t, jitted=j, sample=s, fd_tol=fd_tol, floor=floor, expected_dtype=e, fd_projected=pr)
+            for n, h, a, j, s, t, e, pr in zip(names, hand, auto, jitted, samples, tols, expected_dtypes, projected)]
+    def diagnosed(row: TensorRow, h: Any, a: Any, t: float, alternatives: list | None = None) -> str:
+        return diagnose(h, a, {n: o for n, o in zip(names, auto) if n != row.name}, (local or {}).get(row.name),
+                        fit_tol=max(FIT_TOL, 4 * t), alternatives=alternatives)
+
+    rows = [r._replace(diagnosis=diagnosed(r, h, a, t)) if r.verdict in DIAGNOSED else r for r, h, a, t in zip(rows, hand, auto, tols)]
+    if variants is not None and any(r.diagnosis.startswith("unknown") for r in rows):
+        try:
+            altered = variants()
+        except Exception:  # noqa: BLE001 (an aid to the diagnosis only: a forward the interpreter cannot run keeps `unknown`)
+            altered = []
+        rows = [r._replace(diagnosis=diagnosed(r, h, a, t, [(kind, what, leaves[i]) for kind, what, leaves in altered]))
+                if r.diagnosis.startswith("unknown") else r for i, (r, h, a, t) in enumerate(zip(rows, hand, auto, tols))]
+    return rows
+
+
+def _fast_differences(names: list[str], hand: list, auto: list, tols: list, fd_tol: float, floor: float, fd: tuple,
+                      count: int) -> tuple[list, list]:
+    """(entry samples, projection errors) per leaf for fast mode.
+
+    First `count` directions over all leaves: autodiff against finite differences. If they disagree,
+    LEAF_PROJECTIONS directions inside each leaf find the leaf whose autodiff is not its derivative
+    (otherwise every leaf carries the all-leaves error). Inside the leaves where hand != autodiff,
+    up to LOCALISE_ENTRIES entries (largest disagreement first), so that a kink may excuse them."""
+    f, point, key, routine = fd
+    k_all, k_leaf, k_entries = jax.random.split(key, 3)
+    with jax.enable_x64(True):
+        point = as_dtype(point, jnp.float64)
+        supports = leaf_supports(point)
+        everything = np.array([[0, supports[-1][1] if supports else 0]] * count)
+        sample = run_user("forward (finite differences along random directions, float64)", projected_differences, f, point,
+                          k_all, [auto], everything)
+        error, used, dropped = projection_error(sample, 0, support_norms(auto, everything), fd_tol)
+        close = [h_ is not None and getattr(h_, "shape", None) == np.shape(a) and leaf_rel_err(h_, a, floor) <= t
+                 for h_, a, t in zip(hand, auto, tols)]
+        samples, projected = [None] * len(names), [error] * len(names)
+        if not error <= fd_tol:  # autodiff is not the derivative somewhere: find the leaf, LEAF_PROJECTIONS directions each
+            leaf_directions = np.array([supports[i] for i in range(len(names)) for _ in range(LEAF_PROJECTIONS)])
+            per_leaf = run_user("forward (finite differences along random directions, float64)", projected_differences, f,
+                                point, k_leaf, [auto], leaf_directions)
+            norms = support_norms(auto, leaf_directions)
+            for i in range(len(names)):
+                part = slice(i * LEAF_PROJECTIONS, (i + 1) * LEAF_PROJECTIONS)
+                projected[i] = projection_error(Projections(per_leaf.support[part], per_leaf.quotient[part],
+                                                            per_leaf.quotient_small[part], per_leaf.dots[:, part],
+                                                            per_leaf.noise[part]), 0, norms[part], fd_tol)[0]
+        failing = [i for i in range(len(names)) if not close[i]]
+        if failing:  # hand != autodiff: the entries themselves, so that a kink may excuse them
+            keys = jax.random.split(k_entries, len(names))
+            indices = [entries_to_probe(hand[i], auto[i], tols[i], floor, keys[i], most=LOCALISE_ENTRIES // 2)
+                       if i in failing else np.zeros(0, np.int64) for i in range(len(names))]
+            entry_samples = run_user("forward (finite differences, float64)", routine, f, point, k_entries, indices)
+            for i in failing:
+                samples[i] = entry_samples[i]
+    return samples, projected
+
+
+def _param_and_input_leaves(grads: tuple) -> list:
+    return jax.tree_util.tree_leaves(grads[0]) + [grads[1]]
+
+
+def variant_gradients(f: Callable, args: tuple, ct: Any, leaves: Callable[[Any], list]) -> Callable[[], list]:
+    """For `judge`: () -> [(label, kind, leaves(vjp of the variant at args with cotangent ct))] for each
+    `fnbackprop.rules.derivative_variants` of f (run eagerly; only failing checks ask for them)."""
+    def compute() -> list:
+        return [(v.kind, v.what, leaves(jax.vjp(v.fn, *args)[1](ct))) for v in derivative_variants(f, *args)]
+
+    return compute
 
 
 def report_of(subject: str, rows: list, tol: float, fd_tol: float, warns: list, notes: tuple = ()) -> Report:
@@ -226,11 +299,11 @@ def guarded(subject: str, dtype, tol: float | None, fd_tol: float, body: Callabl
 # ----- the public checks -----------------------------------------------------------------------------
 def check_layer(layer: Layer, key: Array, x: Array | None = None, *, in_shape: tuple | None = None, batch: int = 4,
                 params: Any = None, dtype=jnp.float64, tol: float | None = None, fd_tol: float = TOL_FINITE_DIFF,
-                finite_differences: Callable = finite_differences_at, layer_key: Array | None = None) -> Report:
+                finite_differences: Callable = finite_differences_at, layer_key: Array | None = None, fast: bool = False) -> Report:
     """Check `layer.backward` against jax.vjp of `layer.forward` and finite differences, per tensor.
 
     Give `x` (m, *in_shape) or `in_shape`; params are drawn with `layer.init` and moved off special
-    values unless given. Stochastic layers run with `layer_key` (a fixed mask), so all references see
+    values unless given. `fast=True`: finite differences along random directions (`fnbackprop.projections`). Stochastic layers run with `layer_key` (a fixed mask), so all references see
     the same function.
     """
     if x is None and in_shape is None:
@@ -264,7 +337,8 @@ def check_layer(layer: Layer, key: Array, x: Array | None = None, *, in_shape: t
         leaves = [jax.tree_util.tree_leaves(t[0]) + [t[1]] for t in (hand, auto, jitted)]
         scalar = lambda t: jnp.vdot(forward(t["params"], t["x"])[0], as_dtype(dy, jnp.float64))  # noqa: E731
         rows = judge(names, *leaves, tol_, fd_tol_, dtype, (scalar, {"params": p, "x": inp}, k_fd, finite_differences),
-                      {"dx": (dy, y)} if y.shape == inp.shape else None)
+                      {"dx": (dy, y)} if y.shape == inp.shape else None, projections=PROJECTIONS if fast else 0,
+                      variants=variant_gradients(lambda q, v: forward(q, v)[0], (p, inp), dy, _param_and_input_leaves))
         return report_of(subject, rows, tol_, fd_tol_, warns, notes)
 
     return guarded(subject, dtype, tol, fd_tol, body)
@@ -295,8 +369,10 @@ def check_loss(head: Head, key: Array, z: Array | None = None, y: Array | None =
 
 def check_network(net: Network, key: Array, x: Array | None = None, y: Array | None = None, *, batch: int = 4,
                   params: Any = None, dtype=jnp.float64, tol: float | None = None, fd_tol: float = TOL_FINITE_DIFF,
-                  finite_differences: Callable = finite_differences_at, step_key: Array | None = None) -> Report:
-    """Every parameter leaf, every layer's upstream gradient, and dx of a whole network, per tensor."""
+                  finite_differences: Callable = finite_differences_at, step_key: Array | None = None, fast: bool = False) -> Report:
+    """Every parameter leaf, every layer's upstream gradient, and dx of a whole network, per tensor.
+
+    `fast=True`: finite differences along random directions (`fnbackprop.projections`), for big models."""
     subject = f"network of {len(net.layers)} layers"
 
     def body() -> Report:
@@ -319,7 +395,9 @@ def check_network(net: Network, key: Array, x: Array | None = None, y: Array | N
         scalar = lambda t: net.loss(t["params"], t["x"], y64, skey)  # noqa: E731
         rows = judge(names, jax.tree_util.tree_leaves(trace.grads) + [trace.dx], jax.tree_util.tree_leaves(grads_auto) + [dx_auto],
                       jax.tree_util.tree_leaves(jitted.grads) + [jitted.dx], tol_, fd_tol_, dtype,
-                      (scalar, {"params": p, "x": xx}, k_fd, finite_differences))
+                      (scalar, {"params": p, "x": xx}, k_fd, finite_differences), projections=PROJECTIONS if fast else 0,
+                      variants=variant_gradients(lambda q, v: net.loss(q, v, yy, skey), (p, xx), jnp.ones((), dtype),
+                                                 _param_and_input_leaves))
         layer_names = [f"upstream of layer {i} ({getattr(layer, 'name', type(layer).__name__)})" for i, layer in enumerate(net.layers)]
         rows += judge(layer_names, list(trace.cotangents), list(probe_grads), list(jitted.cotangents), tol_, fd_tol_, dtype)
         return report_of(subject, rows, tol_, fd_tol_, warns, notes)

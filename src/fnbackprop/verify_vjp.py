@@ -22,9 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from .numerics import TOL_FINITE_DIFF
+from .projections import FAST_NOTE, PROJECTIONS
 from .verdicts import Report, TensorRow, finite_differences_at
 from .numerics import leaf_rel_err
-from .verify import as_dtype, expect_like, guarded, judge, report_of, run_user, tolerances
+from .rules import custom_rules, without_rules
+from .verify import (UserCodeFailed, as_dtype, expect_like, guarded, judge, report_of, run_user, tolerances,
+                     variant_gradients)
 
 Array = jax.Array
 
@@ -37,7 +40,7 @@ def _undecorated(f: Callable, vjp: Callable | None) -> tuple[Callable, Callable,
         return ruled, f, ()
     if isinstance(f, (jax.custom_vjp, jax.custom_jvp)):
         return f, f.fun, tuple(f.nondiff_argnums)
-    raise TypeError(f"check_vjp needs a jax.custom_vjp or jax.custom_jvp function, or vjp=your_rule; got {type(f).__name__}")
+    return f, without_rules(f), ()  # a function with custom rules inside (a model): autodiff with every rule bypassed
 
 
 def _is_float(leaf: Any) -> bool:
@@ -57,7 +60,7 @@ TRANSFORMS = ("jax.vmap", "lax.scan", "jax.checkpoint")
 
 def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array | None = None, dtype=jnp.float64,
               tol: float | None = None, fd_tol: float = TOL_FINITE_DIFF, transforms: tuple = TRANSFORMS,
-              second_order: bool = False, by_design: bool = False,
+              second_order: bool = False, by_design: bool = False, fast: bool = False,
               finite_differences: Callable = finite_differences_at) -> Report:
     """Check the custom VJP rule of `f` at `args` (any pytrees), input leaf by input leaf.
 
@@ -73,20 +76,29 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
     examples one step each, `jax.checkpoint` around f. With `second_order=True`, also the gradient of
     <rule(args, ct), w> for a random w (the rule differentiated), against the same for the primal.
 
+    `fast=True` (for models: a million parameters in seconds) takes the finite differences along
+    PROJECTIONS random directions of all inputs at once instead of entry by entry, and entry-wise only
+    inside the leaves that fail (`fnbackprop.projections`); hand vs autodiff is still every entry.
+
     `by_design=True` declares that the rule differs from the gradient on purpose (a straight-through
     estimator, a clipped backward): its `backward wrong` rows become `by design`, passing, with the
     size of the difference in the detail.
     """
     ruled, primal, nondiff = _undecorated(f, vjp)
+    must_call_rules = vjp is None and not isinstance(f, (jax.custom_vjp, jax.custom_jvp))
     subject = getattr(primal, "__name__", type(primal).__name__)
     key = jax.random.PRNGKey(0) if key is None else key
 
     relative_to_autodiff = tol is None and jnp.dtype(dtype) != jnp.float64
+    projections = PROJECTIONS if fast else 0
 
     def body() -> Report:
         tol_, fd_tol_, warns = tolerances(dtype, tol, fd_tol)
         cast = [a if i in nondiff else as_dtype(a, dtype) for i, a in enumerate(args)]
         diff = [i for i in range(len(cast)) if i not in nondiff]
+        if must_call_rules and not run_user("the function", custom_rules, f, *cast):
+            raise TypeError(f"check_vjp needs a jax.custom_vjp or jax.custom_jvp function, a function that calls one, or "
+                            f"vjp=your_rule; {subject} calls no custom rule at these arguments")
 
         def call(fn: Callable, diff_args: list) -> Any:
             full = list(cast)
@@ -100,14 +112,24 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
         def pullback(fn: Callable) -> Callable:
             return lambda diff_args, c: jax.vjp(lambda *d: call(fn, list(d)), *diff_args)[1](c)
 
-        hand = run_user("the custom rule (jax.vjp of f)", pullback(ruled), [cast[i] for i in diff], ct)
+        refused = ""
+        try:
+            hand = run_user("the custom rule (jax.vjp of f)", pullback(ruled), [cast[i] for i in diff], ct)
+        except UserCodeFailed as failure:  # JAX refuses cotangents of the wrong shape: compare the rule's own output
+            raw = _raw_rule(f, vjp, cast, nondiff, ct)
+            if raw is None:
+                raise
+            hand, refused = raw, failure.detail
         expect_like("the custom rule", list(hand), [cast[i] for i in diff], "the rule's cotangents")
-        jitted = run_user("the custom rule under jax.jit", jax.jit(pullback(ruled)), [cast[i] for i in diff], ct)
+        jitted = [None] * len(diff) if refused else run_user("the custom rule under jax.jit", jax.jit(pullback(ruled)),
+                                                             [cast[i] for i in diff], ct)
         auto = run_user("autodiff of the undecorated function", jax.jit(pullback(primal)), [cast[i] for i in diff], ct)
         order, names, hand_l, auto_l, jit_l, point, integer_rows = [], [], [], [], [], [], {}
         for i, h, a, j in zip(diff, hand, auto, jitted):
+            a_leaves = jax.tree_util.tree_leaves(a)
+            j_leaves = [None] * len(a_leaves) if j is None else jax.tree_util.tree_leaves(j)
             for (path, value), hv, av, jv in zip(jax.tree_util.tree_flatten_with_path(cast[i])[0], jax.tree_util.tree_leaves(h),
-                                                 jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(j)):
+                                                 a_leaves, j_leaves):
                 name = f"args[{i}]{jax.tree_util.keystr(path)}"
                 order.append(name)
                 if not _is_float(value):
@@ -130,22 +152,32 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
 
         diff_args = [cast[i] for i in diff]
         fd = (scalar, point, key, finite_differences)
+        outputs = [o for o in jax.tree_util.tree_leaves(out) if _is_float(o)]  # an elementwise map: dx = ct g'(x)
+        local = {n: (jax.tree_util.tree_leaves(ct)[0], outputs[0]) for n, v in zip(names, point)
+                 if len(jax.tree_util.tree_leaves(out)) == 1 and outputs and jnp.shape(outputs[0]) == jnp.shape(v)}
+        variants = variant_gradients(lambda *d: call(primal, list(d)), tuple(diff_args), ct,
+                                     lambda g: _float_leaves(g, order, integer_rows))
         if relative_to_autodiff:  # below float64: the rule's error may be PRECISION_FACTOR x autodiff's own
-            with jax.enable_x64(True):
-                ref, rule64 = (_float_leaves(run_user(stage, jax.jit(pullback(fn)), as_dtype(diff_args, jnp.float64), as_dtype(ct, jnp.float64)),
-                                             order, integer_rows)
-                               for stage, fn in (("autodiff in float64", primal), ("the custom rule in float64", ruled)))
+            def in_float64(stage: str, fn: Callable) -> list:
+                return _float_leaves(run_user(stage, jax.jit(pullback(fn)), as_dtype(diff_args, jnp.float64),
+                                              as_dtype(ct, jnp.float64)), order, integer_rows)
+
+            with jax.enable_x64(True):  # (the rule in float64 feeds the Taylor test only; a refused rule has no rate)
+                ref = in_float64("autodiff in float64", primal)
+                rule64 = hand_l if refused else in_float64("the custom rule in float64", ruled)
             floor = EPS_UNITS * float(jnp.finfo(dtype).eps)
             tols = [PRECISION_FACTOR * max(leaf_rel_err(a, r), floor) for a, r in zip(auto_l, ref)]
-            judged_rows = judge(names, hand_l, ref, jit_l, tol_, fd_tol, dtype, fd, tols=tols,
-                                 expected_dtypes=[jnp.asarray(v).dtype for v in point])
+            judged_rows = judge(names, hand_l, ref, jit_l, tol_, fd_tol, dtype, fd, local, tols=tols,
+                                 expected_dtypes=[jnp.asarray(v).dtype for v in point], projections=projections,
+                                 variants=variants)
             tol_ = max(tols, default=tol_)
         else:
             rule64 = hand_l
-            judged_rows = judge(names, hand_l, auto_l, jit_l, tol_, fd_tol_, dtype, fd)
+            judged_rows = judge(names, hand_l, auto_l, jit_l, tol_, fd_tol_, dtype, fd, local, projections=projections,
+                                variants=variants)
         judged = dict(zip(names, judged_rows))
         rows = [judged.get(name) or integer_rows[name] for name in order]  # in the order of the arguments
-        for transform in transforms + (("second order",) if second_order else ()):
+        for transform in () if refused else transforms + (("second order",) if second_order else ()):
             hand_t, auto_t = _under(transform, pullback(ruled), pullback(primal), diff_args, ct, key, dtype)
             hand_t, auto_t = (_float_leaves(t, order, integer_rows) for t in (hand_t, auto_t))
             t_tol = (PRECISION_FACTOR + 1) * tol_ / PRECISION_FACTOR if relative_to_autodiff else tol_
@@ -153,14 +185,37 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
         with jax.enable_x64(True):
             rate = taylor_rate(scalar, [jnp.asarray(v, jnp.float64) for v in point], [jnp.asarray(h, jnp.float64) for h in rule64], key)
         notes = (f"Taylor remainder |f(x + h v) - f(x) - h <g, v>| of the rule's g falls like h^{rate:.2f} for h from "
-                 f"{TAYLOR_STEPS[0]:g} to {TAYLOR_STEPS[-1]:g} (h^2: consistent with a correct gradient; h^1: wrong)",)
+                 f"{TAYLOR_STEPS[0]:g} to {TAYLOR_STEPS[-1]:g} (h^2: consistent with a correct gradient; h^1: wrong)"
+                 if rate == rate else "Taylor remainder not measured: the rule's cotangents do not have the inputs' shapes",)
         notes += (f"nondiff_argnums {nondiff} passed as given",) if nondiff else ()
+        notes += (FAST_NOTE,) if fast else ()
+        notes += (f"JAX refused the rule ({refused}): its own cotangents are compared, no transform is checked",) if refused else ()
         if by_design:
             rows = [_declared(r) if r.verdict == "backward wrong" else r for r in rows]
             notes += ("declared different from the gradient by design (by_design=True): those rows pass as `by design`",)
         return report_of(subject, rows, tol_, fd_tol_, warns, notes)
 
     return guarded(subject, dtype, tol, fd_tol, body)
+
+
+def _raw_rule(f: Callable, vjp: Callable | None, args: list, nondiff: tuple, ct: Any) -> list | None:
+    """The cotangents the rule itself returns, called directly (fwd, then bwd), one per differentiated
+    argument (None, for an argument, becomes float0 zeros); None when the rule cannot be called so."""
+    diff_args = [a for i, a in enumerate(args) if i not in nondiff]
+    try:
+        if vjp is not None:
+            cts = tuple(vjp(*args, ct))
+        elif isinstance(f, jax.custom_vjp):
+            _, residuals = f.fwd(*args)
+            cts = tuple(f.bwd(*[args[i] for i in nondiff], residuals, ct))
+        else:
+            return None
+    except Exception:  # noqa: BLE001 (the rule fails when called directly too: the original failure is the finding)
+        return None
+    if len(cts) != len(diff_args):
+        return None
+    return [jax.tree_util.tree_map(lambda a: np.zeros(jnp.shape(a), jax.dtypes.float0), a) if c is None else c
+            for c, a in zip(cts, diff_args)]
 
 
 def _stack(key: Array, tree: Any, moved: bool) -> Any:
@@ -216,8 +271,8 @@ def taylor_rate(scalar: Callable[[list], Array], point: list, grad: list, key: A
     choose: r is measured over four decades of h (TAYLOR_STEPS), steps where it sinks into the
     rounding of f are dropped, and p is the log-log slope over the smallest TAYLOR_FIT_POINTS left,
     where the leading term rules (an error of 1% in g shows as h^1 there, hidden by h^2 at h = 0.1)."""
-    if not point:
-        return float("nan")
+    if not point or any(jnp.shape(g) != jnp.shape(x) for g, x in zip(grad, point)):
+        return float("nan")  # nothing to measure, or a gradient of the wrong shape (its own row says so)
     with jax.enable_x64(True):
         keys = jax.random.split(jax.random.fold_in(key, 23), len(point))
         direction = [jax.random.normal(k, jnp.shape(x), jnp.float64) for k, x in zip(keys, point)]

@@ -1,0 +1,202 @@
+"""Custom rules inside a function, read from its jaxpr: find them, bypass them, alter one derivative.
+
+    custom_rules(f, *args)        # names of the jax.custom_vjp / custom_jvp calls f makes, nested ones too
+    without_rules(f)              # f with every custom rule bypassed: autodiff then differentiates the primals
+    derivative_variants(f, *args) # f with one textbook slip in one derivative, for the diagnosis
+
+One small interpreter does all three: it evaluates f's jaxpr equation by equation, inlines `jit`
+calls (so rules inside a jitted function are found), and evaluates a custom rule's primal
+(`call_jaxpr`) in place of the rule. Rules inside `lax.scan`, `cond` or `while` bodies are bound as
+they are, so autodiff there goes through the rule: a wrong one then differs from finite differences
+(`references disagree`), never passes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.extend.core as jex
+import jax.numpy as jnp
+
+CUSTOM_CALLS = ("custom_vjp_call", "custom_jvp_call")
+INLINED_CALLS = ("jit", "pjit", "closed_call", "core_call")
+#: elementwise steps y = g(x) whose derivative a hand derivation may drop, or replace by g itself
+ELEMENTWISE = ("tanh", "logistic", "exp", "exp2", "log", "log1p", "expm1", "sin", "cos", "tan", "erf", "erfc", "sqrt",
+               "rsqrt", "cbrt", "integer_pow", "pow", "max", "min", "abs", "atan", "asinh", "sinh", "cosh", "erf_inv")
+#: at most this many sites get variants (each costs a gradient per slip)
+MOST_VARIANTS = 24
+
+
+def _closed(jaxpr: Any) -> jex.ClosedJaxpr:
+    return jaxpr if isinstance(jaxpr, jex.ClosedJaxpr) else jex.ClosedJaxpr(jaxpr, ())
+
+
+def _bind(eqn: Any, invals: list) -> list:
+    bind_params = eqn.primitive.get_bind_params(eqn.params)
+    subfuns, params = bind_params if isinstance(bind_params, tuple) else ((), bind_params)  # jax < 0.5 gave (subfuns, params)
+    out = eqn.primitive.bind(*subfuns, *invals, **params)
+    return list(out) if eqn.primitive.multiple_results else [out]
+
+
+def _unit(eqn: Any) -> int | None:
+    """Which input varies, for an elementwise step of one array input (others literals or scalars)
+    whose output has that input's shape; None for any other equation."""
+    name = eqn.primitive.name
+    if name not in ELEMENTWISE and name != "custom_jvp_call":
+        return None
+    varying = [i for i, v in enumerate(eqn.invars) if not isinstance(v, jex.Literal) and v.aval.shape != ()]
+    if len(varying) != 1 or len(eqn.outvars) != 1 or eqn.outvars[0].aval.shape != eqn.invars[varying[0]].aval.shape:
+        return None
+    if not jnp.issubdtype(eqn.outvars[0].aval.dtype, jnp.floating):
+        return None
+    return varying[0]
+
+
+def _site(eqn: Any) -> tuple[str, tuple[str, ...]]:
+    """(label, the slips a hand derivation can make here) for an equation; () when none is modelled.
+
+    An elementwise step y = g(z): its derivative left out, or g(z) where g'(z) belongs. A matrix
+    product with a square operand: the other operand's gradient taken with it untransposed (W where
+    W^T belongs), one variant per square operand."""
+    name = eqn.primitive.name
+    if _unit(eqn) is not None:
+        return (_rule_name(eqn) if name == "custom_jvp_call" else name), ("missing-derivative", "activation-for-derivative")
+    if name == "dot_general" and len(eqn.invars) == 2:
+        square = [i for i, v in enumerate(eqn.invars) if len(v.aval.shape) >= 2 and v.aval.shape[-1] == v.aval.shape[-2]]
+        return "matrix product", tuple(f"transpose:{1 - i}" for i in square)
+    return "", ()
+
+
+def _rule_name(eqn: Any) -> str:
+    """The name of the function a custom_vjp / custom_jvp call wraps (e.g. relu), from its debug info."""
+    info = getattr(getattr(_closed(eqn.params["call_jaxpr"]).jaxpr, "debug_info", None), "func_src_info", None) or ""
+    return info.split(" ")[0] or eqn.primitive.name
+
+
+class Walk:
+    """State of one evaluation: the sites seen (equations with modelled slips), which to alter and how."""
+
+    def __init__(self, alter: int = -1, kind: str = ""):
+        self.alter, self.kind, self.sites = alter, kind, []
+
+
+def evaluate(closed: jex.ClosedJaxpr, args: list, walk: Walk) -> list:
+    """The jaxpr's outputs at `args`, custom rules bypassed, `jit` calls inlined, and site number
+    `walk.alter` given the slip `walk.kind` names."""
+    env: dict = {}
+
+    def read(v: Any) -> Any:
+        return v.val if isinstance(v, jex.Literal) else env[v]
+
+    for var, value in zip(closed.jaxpr.constvars, closed.consts):
+        env[var] = value
+    for var, value in zip(closed.jaxpr.invars, args):
+        env[var] = value
+    for eqn in closed.jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        name = eqn.primitive.name
+        label, slips = _site(eqn)
+        if name in CUSTOM_CALLS:  # a rule that is itself an elementwise step is one site: its insides are not counted
+            inner = Walk() if slips else walk
+            compute = lambda vals, eqn=eqn, inner=inner: evaluate(_closed(eqn.params["call_jaxpr"]), vals, inner)  # noqa: E731
+        elif name in INLINED_CALLS:
+            compute = lambda vals, eqn=eqn: evaluate(_closed(eqn.params["jaxpr"]), vals, walk)  # noqa: E731
+        else:
+            compute = lambda vals, eqn=eqn: _bind(eqn, vals)  # noqa: E731
+        if slips:
+            walk.sites.append((label, slips))
+        if slips and len(walk.sites) - 1 == walk.alter:
+            outs = [_elementwise_slip(compute, invals, _unit(eqn), walk.kind) if walk.kind in slips[:2] and _unit(eqn) is not None
+                    else _untransposed(compute, invals, int(walk.kind.split(":")[1]))]
+        else:
+            outs = compute(invals)
+        for var, value in zip(eqn.outvars, outs):
+            env[var] = value
+    return [read(v) for v in closed.jaxpr.outvars]
+
+
+def _elementwise_slip(compute: Callable, invals: list, which: int, kind: str) -> Any:
+    """The step's output, with derivative 1 (`missing-derivative`) or g(z) itself (`activation-for-derivative`)."""
+    def g(z: Any) -> Any:
+        vals = list(invals)
+        vals[which] = z
+        return compute(vals)[0]
+
+    step = jax.custom_jvp(g)
+    step.defjvp(lambda primals, tangents: (g(primals[0]), tangents[0] if kind == "missing-derivative" else g(primals[0]) * tangents[0]))
+    return step(invals[which])
+
+
+def _untransposed(compute: Callable, invals: list, which: int) -> Any:
+    """The product's output, the gradient of operand `which` taken as if the other (square) operand
+    were transposed in the forward: W where W^T belongs."""
+    def product(a: Any, b: Any) -> Any:
+        return compute([a, b])[0]
+
+    slipped = jax.custom_vjp(product)
+
+    def bwd(operands: tuple, ct: Any) -> tuple:
+        grads = list(jax.vjp(product, *operands)[1](ct))
+        swapped = list(operands)
+        swapped[1 - which] = jnp.swapaxes(swapped[1 - which], -1, -2)
+        grads[which] = jax.vjp(product, *swapped)[1](ct)[which]
+        return tuple(grads)
+
+    slipped.defvjp(lambda a, b: (product(a, b), (a, b)), bwd)
+    return slipped(*invals)
+
+
+def _run(f: Callable, walk_of: Callable[[], Walk]) -> Callable:
+    """f as evaluated by the interpreter, traced at each call (any pytrees in and out)."""
+    def run(*args: Any) -> Any:
+        closed, shape = jax.make_jaxpr(f, return_shape=True)(*args)
+        out = evaluate(closed, jax.tree_util.tree_leaves(args), walk_of())
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shape), out)
+
+    return run
+
+
+def custom_rules(f: Callable, *args: Any) -> list[str]:
+    """Names of the custom_vjp / custom_jvp calls f makes at `args` (inside `jit` calls too)."""
+    names: list[str] = []
+
+    def scan(closed: Any) -> None:
+        for eqn in _closed(closed).jaxpr.eqns:
+            if eqn.primitive.name in CUSTOM_CALLS:
+                names.append(_rule_name(eqn))
+            for sub in jex.jaxprs_in_params(eqn.params):
+                scan(sub)
+
+    scan(jax.make_jaxpr(f)(*args))
+    return names
+
+
+def without_rules(f: Callable) -> Callable:
+    """f with every custom rule it calls bypassed: `jax.vjp` of the result differentiates the primals."""
+    run = _run(f, Walk)
+    run.__name__ = getattr(f, "__name__", "f")
+    return run
+
+
+class Variant(NamedTuple):
+    kind: str  # the diagnosis word: "missing-derivative", "activation-for-derivative" or "transpose"
+    what: str  # the slip in words, e.g. "with the derivative of tanh (site 2 of 5) left out"
+    fn: Callable
+
+
+SLIPS = {"missing-derivative": "with the derivative of the {label} (site {n} of {of}) left out",
+         "activation-for-derivative": "with the {label} (site {n} of {of}) in place of its derivative: g(z) where g'(z) belongs",
+         "transpose": "with the {label} (site {n} of {of}) differentiated through its other operand untransposed: W where W^T belongs"}
+
+
+def derivative_variants(f: Callable, *args: Any) -> list[Variant]:
+    """For each site of f (rules bypassed; the first MOST_VARIANTS), f with one textbook slip in its
+    derivative (`_site`): functions whose autodiff gives the gradient a hand derivation with that slip
+    would give."""
+    walk = Walk()
+    _run(f, lambda: walk)(*args)
+    of = len(walk.sites)
+    return [Variant(slip.split(":")[0], SLIPS[slip.split(":")[0]].format(label=label, n=i + 1, of=of),
+                    _run(f, lambda i=i, slip=slip: Walk(i, slip)))
+            for i, (label, slips) in enumerate(walk.sites[:MOST_VARIANTS]) for slip in slips]
