@@ -133,6 +133,15 @@ SQUARE_RULE = logsumexp_rule()
 SCALED_RULE = logsumexp_rule("scale")
 
 
+def model_with_a_scaled_rule(W, x):
+    """A plain function (no rule of its own) that calls a wrong rule: checked with the rule bypassed."""
+    return jnp.sum(SCALED_RULE(x @ W))
+
+
+def no_rule_at_all(x):
+    return jnp.sum(x ** 2)
+
+
 def test_cli_checks_a_custom_vjp_function_from_a_file(capfd):
     from fnbackprop import cli
 
@@ -146,6 +155,12 @@ def test_cli_checks_a_custom_vjp_function_from_a_file(capfd):
     for argv, message in [(["--args", "q[3]"], "cannot read the argument spec 'q[3]'"), ([], "needs --args")]:
         assert cli.main(["check", f"{__file__}:SQUARE_RULE", *argv]) == 2
         assert message in capfd.readouterr().err
+    assert cli.main(["check", f"{__file__}:model_with_a_scaled_rule", "--args", "f64[4,4] f64[3,4]", "--fast", "--json"]) == 1
+    report = json.loads(capfd.readouterr().out)
+    assert [r["name"] for r in report["rows"] if r["verdict"] == "backward wrong"][:2] == ["args[0]", "args[1]"]
+    assert report["diagnosis"].startswith("scale x2") and any("fast mode" in n for n in report["notes"])
+    assert cli.main(["check", f"{__file__}:no_rule_at_all", "--args", "f64[3]"]) == 2
+    assert "calls no custom rule" in capfd.readouterr().err
 
 
 def test_each_transform_is_a_row_and_a_rule_wrong_only_under_vmap_is_named():

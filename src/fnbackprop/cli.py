@@ -61,8 +61,9 @@ class UsageError(Exception):
     """A mistake in the command line: exit status 2, a message, no trace."""
 
 
-def load_target(spec: str):
-    """`module:attribute` or `path/to/file.py:attribute`; a zero-argument factory is called."""
+def load_target(spec: str, function: bool = False):
+    """`module:attribute` or `path/to/file.py:attribute`; a zero-argument factory is called, unless
+    `function` (a function to check with --args, taken as it is)."""
     import importlib
     import importlib.util
 
@@ -91,7 +92,7 @@ def load_target(spec: str):
     if not hasattr(module, attr):
         raise UsageError(f"{where!r} has no attribute {attr!r}")
     obj = getattr(module, attr)
-    if _custom_rule(obj):
+    if _custom_rule(obj) or (function and callable(obj) and not isinstance(obj, type)):
         return obj
     if isinstance(obj, type) or (not _checkable(obj) and callable(obj)):  # a class or a zero-argument factory
         try:
@@ -187,7 +188,7 @@ def run_check_target(args: argparse.Namespace) -> int:
     from .verify import check_layer, check_loss, check_network
 
     try:
-        obj = load_target(args.target)
+        obj = load_target(args.target, function=args.args is not None)
         key = jax.random.PRNGKey(args.seed)
         if _custom_rule(obj) or args.args is not None:
             if isinstance(obj, (Network, Head)) or not callable(obj):

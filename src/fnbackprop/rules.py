@@ -173,10 +173,23 @@ def custom_rules(f: Callable, *args: Any) -> list[str]:
 
 
 def without_rules(f: Callable) -> Callable:
-    """f with every custom rule it calls bypassed: `jax.vjp` of the result differentiates the primals."""
+    """f with every custom rule it calls bypassed: `jax.vjp` of the result differentiates the primals.
+
+    Compiled (once per set of shapes; arguments that are not arrays are static): evaluated eagerly,
+    equation by equation, a model's hundreds of equations cost a dispatch each, under `vmap` too."""
     run = _run(f, Walk)
-    run.__name__ = getattr(f, "__name__", "f")
-    return run
+    compiled: dict = {}
+
+    def bypassed(*args: Any) -> Any:
+        static = tuple(i for i, a in enumerate(args) if not all(hasattr(leaf, "shape") or isinstance(leaf, (int, float, complex))
+                                                                and not isinstance(leaf, bool)
+                                                                for leaf in jax.tree_util.tree_leaves(a)))
+        if static not in compiled:
+            compiled[static] = jax.jit(run, static_argnums=static)
+        return compiled[static](*args)
+
+    bypassed.__name__ = getattr(f, "__name__", "f")
+    return bypassed
 
 
 class Variant(NamedTuple):
@@ -195,7 +208,7 @@ def derivative_variants(f: Callable, *args: Any) -> list[Variant]:
     derivative (`_site`): functions whose autodiff gives the gradient a hand derivation with that slip
     would give."""
     walk = Walk()
-    _run(f, lambda: walk)(*args)
+    jax.make_jaxpr(_run(f, lambda: walk))(*args)  # traced, not run: the sites are counted as the equations are read
     of = len(walk.sites)
     return [Variant(slip.split(":")[0], SLIPS[slip.split(":")[0]].format(label=label, n=i + 1, of=of),
                     _run(f, lambda i=i, slip=slip: Walk(i, slip)))

@@ -195,8 +195,9 @@ def judge(names: list[str], hand: list, auto: list, jitted: list, tol: float, fd
 
     `tols` (one per leaf) replaces `tol` and the noise floor: the precision-relative tolerances of
     `check_vjp`, whose autodiff reference is float64 while the hand gradient has `expected_dtypes`.
-    `variants()`, called only when some diagnosis is `unknown`, gives (label, kind, leaves aligned
-    with names) for the forward with one derivative altered (`variant_gradients`)."""
+    `variants()`, called only when no failing row's diagnosis names a kind (a mistake spreads to the
+    tensors computed from it; one named row names it), gives (kind, slip in words, leaves aligned
+    with names) for the forward with one textbook slip in its derivative (`variant_gradients`)."""
     floor = noise_floor(auto, dtype, tol) if tols is None else 0.0
     tols = [tol] * len(names) if tols is None else tols
     expected_dtypes = [None] * len(names) if expected_dtypes is None else expected_dtypes
@@ -216,7 +217,8 @@ def judge(names: list[str], hand: list, auto: list, jitted: list, tol: float, fd
                         fit_tol=max(FIT_TOL, 4 * t), alternatives=alternatives)
 
     rows = [r._replace(diagnosis=diagnosed(r, h, a, t)) if r.verdict in DIAGNOSED else r for r, h, a, t in zip(rows, hand, auto, tols)]
-    if variants is not None and any(r.diagnosis.startswith("unknown") for r in rows):
+    named = any(r.diagnosis and not r.diagnosis.startswith("unknown") for r in rows)
+    if variants is not None and not named and any(r.diagnosis.startswith("unknown") for r in rows):
         try:
             altered = variants()
         except Exception:  # noqa: BLE001 (an aid to the diagnosis only: a forward the interpreter cannot run keeps `unknown`)
