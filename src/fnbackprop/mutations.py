@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from .activations import ACTIVATIONS, Activation
-from .layers import (Layer, activation, batch_norm, dense, dense_backward, dense_forward, dropout, layer_norm, residual,
-                     softmax)
+from .layers import (Layer, activation, batch_norm, conv2d, dense, dense_backward, dense_forward, dropout, layer_norm,
+                     max_pool, residual, softmax)
 from .losses import LOSSES, Head
 from .network import MLP, mlp
 
@@ -236,6 +236,40 @@ def _head_mutants() -> dict[str, LayerMutant]:
         if not head.fused and output != "identity":
             out[f"head {output} + {loss}: g'(Z[L]) forgotten"] = LayerMutant(head, _NoOutputDerivativeHead(head.output, head.loss), (3,))
     return out
+
+
+def conv_mutations() -> dict[str, LayerMutant]:
+    """The convolution derivation's classic mistakes: the kernel not rotated in dx, the stride ignored
+    in the backward, db not summed over positions, and a max-pool gradient sent to every entry."""
+    from .layers.convolution import _unpad, col2im, padding_amounts
+
+    xla, im2col = conv2d(3, 3, 2, 1, impl="xla"), conv2d(3, 3, 2, 1, impl="im2col")
+    pads = padding_amounts(1, (7, 7), (3, 3), (2, 2))
+
+    def unflipped(p, cache, dz, g, dx):  # dxpad = dZ (dilated) convolved with W itself, not W rotated 180 degrees
+        full = jax.lax.conv_general_dilated(dz, p["W"], (1, 1), ((2, 2), (2, 2)), lhs_dilation=(2, 2),
+                                            dimension_numbers=jax.lax.conv_dimension_numbers(dz.shape, p["W"].shape,
+                                                                                            ("NHWC", "HWOI", "NHWC")))
+        return g, _unpad(full, pads, cache[0].shape[1:3])
+
+    def stride_ignored(p, cache, dz, g, dx):  # col2im with stride 1: each patch's gradient lands next to the last
+        x, P = cache
+        dP = (dz.reshape(-1, dz.shape[-1]) @ p["W"].reshape(-1, p["W"].shape[-1]).T).reshape(P.shape)
+        return g, _unpad(col2im(dP, (9, 9), (1, 1)), pads, x.shape[1:3])
+
+    pool = max_pool(2)
+
+    def every_entry(p, cache, dy, g, dx):  # dy to all four entries of each window, not to its arg-max
+        token, _ = cache
+        return g, col2im(jnp.broadcast_to(dy[:, :, :, None, None, :], (*dy.shape[:3], 2, 2, dy.shape[-1])), token.shape[1:3], (2, 2))
+
+    return {
+        "conv2d: kernel not rotated in dx": LayerMutant(xla, _rewired(xla, "kernel not rotated", unflipped), (7, 7, 2)),
+        "conv2d: stride ignored in the backward": LayerMutant(im2col, _rewired(im2col, "stride ignored", stride_ignored), (7, 7, 2)),
+        "conv2d: db not summed over positions": LayerMutant(im2col, _rewired(im2col, "db over the batch only",
+                                                                             lambda p, c, dz, g, dx: ({**g, "b": dz.sum(0)}, dx)), (7, 7, 2)),
+        "max_pool: gradient to every entry": LayerMutant(pool, _rewired(pool, "to every entry", every_entry), (6, 6, 2)),
+    }
 
 
 def layer_mutations() -> dict[str, LayerMutant]:

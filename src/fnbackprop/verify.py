@@ -60,6 +60,10 @@ Array = jax.Array
 #: the verdicts whose rows carry a diagnosis of the mistake's kind
 DIAGNOSED = ("backward wrong", "non-finite", "shape/dtype mismatch")
 
+#: random entries of each layer's output probed by finite differences in `check_network` (every entry
+#: where hand != autodiff is probed too, up to as many again)
+INTERMEDIATE_FD_ENTRIES = 64
+
 MOVED_NOTE = ("parameters drawn by init, then moved off special values (each leaf + (s/2) U(-1, 1), s its spread, "
               "or its value where constant, or 1 for zeros); pass params= to check at your own values")
 
@@ -187,7 +191,8 @@ def _precision(dtype) -> contextlib.AbstractContextManager:
 
 def judge(names: list[str], hand: list, auto: list, jitted: list, tol: float, fd_tol: float, dtype,
            fd: tuple | None = None, local: dict | None = None, tols: list | None = None,
-           expected_dtypes: list | None = None, projections: int = 0, variants: Callable[[], list] | None = None) -> list:
+           expected_dtypes: list | None = None, projections: int = 0, variants: Callable[[], list] | None = None,
+           most: int = MAX_FD_ENTRIES) -> list:
     """Rows for aligned leaves. fd = (scalar f, point whose leaves align with names, key, routine):
     finite differences of f, in float64, at random entries plus those where hand != autodiff; or,
     with `projections` > 0 (fast mode, `fnbackprop.projections`), along that many random directions
@@ -207,7 +212,7 @@ def judge(names: list[str], hand: list, auto: list, jitted: list, tol: float, fd
     elif fd is not None:
         f, point, key, routine = fd
         keys = jax.random.split(key, len(names))
-        indices = [entries_to_probe(h, a, t, floor, k) for h, a, t, k in zip(hand, auto, tols, keys)]
+        indices = [entries_to_probe(h, a, t, floor, k, most) for h, a, t, k in zip(hand, auto, tols, keys)]
         with jax.enable_x64(True):
             samples = run_user("forward (finite differences, float64)", routine, f, as_dtype(point, jnp.float64), key, indices)
     rows = [compare_tensor(n, h, a, t, jitted=j, sample=s, fd_tol=fd_tol, floor=floor, expected_dtype=e, fd_projected=pr)
@@ -401,7 +406,11 @@ def check_network(net: Network, key: Array, x: Array | None = None, y: Array | N
                       variants=variant_gradients(lambda q, v: net.loss(q, v, yy, skey), (p, xx), jnp.ones((), dtype),
                                                  _param_and_input_leaves))
         layer_names = [f"upstream of layer {i} ({getattr(layer, 'name', type(layer).__name__)})" for i, layer in enumerate(net.layers)]
-        rows += judge(layer_names, list(trace.cotangents), list(probe_grads), list(jitted.cotangents), tol_, fd_tol_, dtype)
+        # finite differences in each layer's output too, so that a kink there (a max-pool window tied at 0 after
+        # a ReLU, where hand and autodiff may split dy differently) can excuse the entries where they differ
+        probe_scalar = lambda t: net.probed_cost(p, xx, y64, tuple(t), jnp.zeros_like(trace.prediction), skey)  # noqa: E731
+        rows += judge(layer_names, list(trace.cotangents), list(probe_grads), list(jitted.cotangents), tol_, fd_tol_, dtype,
+                      (probe_scalar, list(probes), jax.random.fold_in(k_fd, 1), finite_differences), most=INTERMEDIATE_FD_ENTRIES)
         return report_of(subject, rows, tol_, fd_tol_, warns, notes)
 
     return guarded(subject, dtype, tol, fd_tol, body)

@@ -1,0 +1,248 @@
+"""Convolution and pooling, NHWC inputs (m, H, W, C) and HWIO kernels (kh, kw, C_in, C_out), as in JAX/Flax.
+
+The forward of `conv2d` is the cross-correlation every framework calls convolution,
+
+    Z[n, p, q, o] = b[o] + sum_{i, j, c} Xpad[n, s p + i, s q + j, c] W[i, j, c, o],
+
+Xpad the input padded by (top, bottom, left, right), s the stride. Its backward, from the derivation
+(each W[i, j, c, o] and each Xpad entry appears in the sum above once per output position it touches):
+
+    db[o]          = sum_{n, p, q} dZ[n, p, q, o]
+    dW[i, j, c, o] = sum_{n, p, q} Xpad[n, s p + i, s q + j, c] dZ[n, p, q, o]
+                     (the correlation of the input with dZ, dZ dilated by the stride)
+    dXpad[n, y, x, c] = sum_{i, j, o: y = s p + i, x = s q + j} dZ[n, p, q, o] W[i, j, c, o]
+                     (the full convolution of dZ, dilated by the stride, with W rotated 180 degrees
+                      and its channel axes swapped; dX is dXpad without the padding)
+
+Two implementations of the same equations, both hand-written, selectable with `impl=`:
+
+- ``"xla"``: each equation as one `lax.conv_general_dilated` (the forward, the correlation for dW,
+  the full convolution with the rotated kernel for dX);
+- ``"im2col"``: the patches as a matrix P (one row per output position, kh kw C_in columns), so that
+  Z = P W + b, dW = P^T dZ, db = 1^T dZ, dP = dZ W^T and dX = col2im(dP): a dense layer's equations.
+  XLA's CPU convolution is several times slower than the same arithmetic as matrix products, so
+  ``"auto"`` (the default) picks im2col on CPU and XLA elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .protocol import Array, Layer, no_params
+
+Padding = Any  # "VALID", "SAME", an int, or ((top, bottom), (left, right))
+IMPLEMENTATIONS = ("auto", "xla", "im2col")
+
+
+def _pairs(value: int | tuple, what: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in pair):
+        raise ValueError(f"{what} must be a positive integer or a pair of them, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def padding_amounts(padding: Padding, size: tuple[int, int], window: tuple[int, int], stride: tuple[int, int]) -> tuple:
+    """((top, bottom), (left, right)) for "VALID" (none), "SAME" (out = ceil(size / stride), the
+    extra row or column at the bottom or right, as XLA does), an int p (p on every side) or the pairs."""
+    if isinstance(padding, str) and padding.upper() == "VALID":
+        return ((0, 0), (0, 0))
+    if isinstance(padding, str) and padding.upper() == "SAME":
+        def same(n: int, k: int, s: int) -> tuple[int, int]:
+            total = max((-(-n // s) - 1) * s + k - n, 0)
+            return total // 2, total - total // 2
+        return tuple(same(n, k, s) for n, k, s in zip(size, window, stride))
+    if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool) and padding >= 0:
+        return ((int(padding),) * 2,) * 2
+    try:
+        pads = tuple((int(a), int(b)) for a, b in padding)
+        if len(pads) == 2 and all(a >= 0 and b >= 0 for a, b in pads):
+            return pads
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f'padding must be "VALID", "SAME", a non-negative int or ((top, bottom), (left, right)); got {padding!r}')
+
+
+def _out_size(size: int, pads: tuple[int, int], k: int, s: int) -> int:
+    return (size + pads[0] + pads[1] - k) // s + 1
+
+
+def _pad(x: Array, pads: tuple) -> Array:
+    return jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+
+
+def _unpad(x: Array, pads: tuple, size: tuple[int, int]) -> Array:
+    return x[:, pads[0][0]:pads[0][0] + size[0], pads[1][0]:pads[1][0] + size[1], :]
+
+
+# ----- im2col and col2im -------------------------------------------------------------------------------
+def patches(xpad: Array, window: tuple[int, int], stride: tuple[int, int], out: tuple[int, int]) -> Array:
+    """(m, P, Q, kh, kw, C): patches[n, p, q, i, j, c] = xpad[n, s p + i, s q + j, c], by kh kw strided slices."""
+    (kh, kw), (sh, sw), (P, Q) = window, stride, out
+    rows = [jnp.stack([xpad[:, i:i + sh * (P - 1) + 1:sh, j:j + sw * (Q - 1) + 1:sw, :] for j in range(kw)], axis=3)
+            for i in range(kh)]
+    return jnp.stack(rows, axis=3)
+
+
+def col2im(dpatches: Array, padded: tuple[int, int], stride: tuple[int, int]) -> Array:
+    """The adjoint of `patches`: dxpad[n, s p + i, s q + j, c] += dpatches[n, p, q, i, j, c], overlapping
+    windows adding up (the fan-out rule: an entry used by several patches gets the sum of their gradients)."""
+    m, P, Q, kh, kw, C = dpatches.shape
+    (sh, sw) = stride
+    dxpad = jnp.zeros((m, *padded, C), dpatches.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dxpad = dxpad.at[:, i:i + sh * (P - 1) + 1:sh, j:j + sw * (Q - 1) + 1:sw, :].add(dpatches[:, :, :, i, j, :])
+    return dxpad
+
+
+# ----- conv2d ------------------------------------------------------------------------------------------
+def _dimension_numbers(lhs: str, rhs: str, out: str) -> jax.lax.ConvDimensionNumbers:
+    return jax.lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), (lhs, rhs, out))
+
+
+def conv2d(features: int, kernel: int | tuple = 3, stride: int | tuple = 1, padding: Padding = "VALID",
+           impl: str = "auto", init: str = "he") -> Layer:
+    """A 2-D convolution layer: Z = X * W + b (the cross-correlation of the module doc), NHWC / HWIO.
+
+    `kernel` and `stride` are ints or (height, width) pairs; `padding` "VALID", "SAME", an int, or
+    ((top, bottom), (left, right)); `impl` "xla", "im2col" or "auto" (im2col on CPU); `init` "he"
+    (W ~ N(0, 2 / fan_in)) or "lecun" (N(0, 1 / fan_in)), fan_in = kh kw C_in, b = 0.
+    """
+    if not isinstance(features, (int, np.integer)) or isinstance(features, bool) or features <= 0:
+        raise ValueError(f"conv2d features must be a positive integer, got {features!r}")
+    window, strides = _pairs(kernel, "kernel"), _pairs(stride, "stride")
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
+    if init not in ("he", "lecun"):
+        raise ValueError(f'init must be "he" or "lecun", got {init!r}')
+    padding_amounts(padding, (window[0], window[1]), window, strides)  # refuse a bad padding now, not at init
+
+    def init_fn(key: Array, in_shape: tuple[int, ...]) -> dict:
+        if len(in_shape) != 3:
+            raise ValueError(f"conv2d expects inputs (m, H, W, C); got an input shape {in_shape} without the batch axis")
+        H, W_, C = in_shape
+        pads = padding_amounts(padding, (H, W_), window, strides)
+        if min(_out_size(H, pads[0], window[0], strides[0]), _out_size(W_, pads[1], window[1], strides[1])) < 1:
+            raise ValueError(f"a {window} kernel does not fit a {H}x{W_} input with padding {pads}")
+        fan_in = window[0] * window[1] * C
+        std = (2.0 / fan_in) ** 0.5 if init == "he" else fan_in ** -0.5
+        return {"W": std * jax.random.normal(key, (*window, C, int(features)), jnp.float32),
+                "b": jnp.zeros((int(features),), jnp.float32)}
+
+    def chosen() -> str:
+        return ("im2col" if jax.default_backend() == "cpu" else "xla") if impl == "auto" else impl
+
+    def forward(params: dict, x: Array) -> tuple[Array, tuple]:
+        W, b = params["W"], params["b"]
+        pads = padding_amounts(padding, x.shape[1:3], window, strides)
+        if chosen() == "xla":
+            z = jax.lax.conv_general_dilated(x, W, strides, pads, dimension_numbers=_dimension_numbers("NHWC", "HWIO", "NHWC"))
+            return z + b, (x, None)
+        xpad = _pad(x, pads)
+        out = tuple(_out_size(n, p, k, s) for n, p, k, s in zip(x.shape[1:3], pads, window, strides))
+        P = patches(xpad, window, strides, out)  # (m, P, Q, kh, kw, C)
+        z = P.reshape(*P.shape[:3], -1) @ W.reshape(-1, W.shape[-1])
+        return z + b, (x, P)
+
+    def backward(params: dict, cache: tuple, dz: Array) -> tuple[dict, Array]:
+        x, P = cache
+        W = params["W"]
+        pads = padding_amounts(padding, x.shape[1:3], window, strides)
+        padded = (x.shape[1] + sum(pads[0]), x.shape[2] + sum(pads[1]))
+        db = jnp.sum(dz, axis=(0, 1, 2))
+        if P is None:  # the XLA form: two more convolutions
+            kh, kw = window
+            xpad = _pad(x, pads)
+            # dW[i, j, c, o] = sum_{n,p,q} xpad[n, s p + i, s q + j, c] dZ[n, p, q, o]: batch and channels trade places
+            dW = jax.lax.conv_general_dilated(xpad, dz, (1, 1), "VALID", rhs_dilation=strides,
+                                              dimension_numbers=_dimension_numbers("CHWN", "IHWO", "HWNC"))[:kh, :kw]
+            # dxpad = dZ (dilated by s) fully convolved with W rotated 180 degrees, C_in and C_out swapped
+            rest = tuple(n - (s * (o - 1) + k) for n, s, o, k in zip(padded, strides, dz.shape[1:3], window))
+            dxpad = jax.lax.conv_general_dilated(dz, W[::-1, ::-1], (1, 1), ((kh - 1, kh - 1 + rest[0]), (kw - 1, kw - 1 + rest[1])),
+                                                 lhs_dilation=strides, dimension_numbers=_dimension_numbers("NHWC", "HWOI", "NHWC"))
+            return {"W": dW.astype(W.dtype), "b": db}, _unpad(dxpad, pads, x.shape[1:3])
+        rows = dz.reshape(-1, dz.shape[-1])  # (m P Q, C_out)
+        dW = (P.reshape(rows.shape[0], -1).T @ rows).reshape(W.shape)  # dW = P^T dZ
+        dP = (rows @ W.reshape(-1, W.shape[-1]).T).reshape(P.shape)  # dP = dZ W^T
+        return {"W": dW, "b": db}, _unpad(col2im(dP, padded, strides), pads, x.shape[1:3])
+
+    label = f"conv2d({features}, {window[0]}x{window[1]}" + (f", stride {strides[0]}" if strides != (1, 1) else "") + \
+            (f", padding {padding}" if padding != "VALID" else "") + (f", {impl}" if impl != "auto" else "") + ")"
+    return Layer(init_fn, forward, backward, name=label)
+
+
+def shape_token(x: Array) -> Array:
+    """An empty array (0, *x.shape[1:]) that carries x's shape through a cache: caches cross `jax.jit`
+    and `custom_vjp` residuals, where a tuple of Python ints would not stay static."""
+    return jnp.zeros((0, *x.shape[1:]), x.dtype)
+
+
+# ----- pooling -----------------------------------------------------------------------------------------
+def _pool_geometry(x_shape: tuple, window: tuple[int, int], strides: tuple[int, int]) -> tuple[int, int]:
+    out = tuple((n - k) // s + 1 for n, k, s in zip(x_shape[1:3], window, strides))
+    if min(out) < 1:
+        raise ValueError(f"a {window} pooling window does not fit a {x_shape[1]}x{x_shape[2]} input")
+    return out
+
+
+def max_pool(window: int | tuple = 2, stride: int | tuple | None = None) -> Layer:
+    """y[n, p, q, c] = max_{i, j} x[n, s p + i, s q + j, c] (no padding; stride defaults to the window).
+
+    Backward: each window's gradient goes to its arg-max, dx = col2im(onehot(argmax) dy), overlapping
+    windows adding up. Ties (common after a ReLU: an all-zero window) go to the first maximal entry in
+    row-major window order, all of it. Any split of dy among the tied entries is a valid derivative
+    there (a kink: the one-sided slopes are 0 and 1), and `jax.grad` splits evenly; this layer follows
+    the convention of the frameworks that route to one entry (cuDNN, PyTorch's max_pool2d).
+    """
+    win = _pairs(window, "window")
+    strides = win if stride is None else _pairs(stride, "stride")
+
+    def forward(params: dict, x: Array) -> tuple[Array, tuple]:
+        out = _pool_geometry(x.shape, win, strides)
+        p = patches(x, win, strides, out)
+        flat = p.reshape(*p.shape[:3], -1, p.shape[-1])  # (m, P, Q, kh kw, C)
+        first_max = jnp.argmax(flat, axis=3)  # argmax takes the first of tied maxima
+        return jnp.max(flat, axis=3), (shape_token(x), first_max)
+
+    def backward(params: dict, cache: tuple, dy: Array) -> tuple[dict, Array]:
+        token, first_max = cache
+        x_shape = token.shape
+        routed = jax.nn.one_hot(first_max, win[0] * win[1], axis=3, dtype=dy.dtype) * dy[:, :, :, None, :]
+        return {}, col2im(routed.reshape(*dy.shape[:3], *win, dy.shape[-1]), x_shape[1:3], strides)
+
+    return Layer(no_params, forward, backward, name=f"max_pool({win[0]}x{win[1]}" + (f", stride {strides[0]}" if strides != win else "") + ")")
+
+
+def avg_pool(window: int | tuple = 2, stride: int | tuple | None = None) -> Layer:
+    """y[n, p, q, c] = (1 / (kh kw)) sum_{i, j} x[n, s p + i, s q + j, c]; backward dx = col2im(dy / (kh kw))
+    to every entry of each window (no padding; stride defaults to the window)."""
+    win = _pairs(window, "window")
+    strides = win if stride is None else _pairs(stride, "stride")
+    size = win[0] * win[1]
+
+    def forward(params: dict, x: Array) -> tuple[Array, tuple]:
+        p = patches(x, win, strides, _pool_geometry(x.shape, win, strides))
+        return jnp.sum(p, axis=(3, 4)) / size, shape_token(x)
+
+    def backward(params: dict, token: Array, dy: Array) -> tuple[dict, Array]:
+        x_shape = token.shape
+        spread = jnp.broadcast_to(dy[:, :, :, None, None, :] / size, (*dy.shape[:3], *win, dy.shape[-1]))
+        return {}, col2im(spread, x_shape[1:3], strides)
+
+    return Layer(no_params, forward, backward, name=f"avg_pool({win[0]}x{win[1]}" + (f", stride {strides[0]}" if strides != win else "") + ")")
+
+
+def flatten() -> Layer:
+    """(m, H, W, C) -> (m, H W C), row-major (C fastest); backward: dy reshaped back."""
+
+    def forward(params: dict, x: Array) -> tuple[Array, tuple]:
+        return x.reshape(x.shape[0], -1), shape_token(x)
+
+    def backward(params: dict, token: Array, dy: Array) -> tuple[dict, Array]:
+        return {}, dy.reshape(dy.shape[0], *token.shape[1:])
+
+    return Layer(no_params, forward, backward, name="flatten")

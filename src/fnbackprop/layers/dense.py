@@ -1,0 +1,108 @@
+"""Dense layers and activations.
+
+Examples are rows (x: (m, n_in)) and W is stored as (n_out, n_in), as in Ng's and Nielsen's texts,
+so Ng's column equations appear transposed:
+
+    Z = A_prev W^T + b           (Ng: Z[l] = W[l] A[l-1] + B[l])
+    dW = dZ^T A_prev             (Ng: dW[l] = (1/m) dZ[l] A[l-1]^T; the 1/m is already in dZ)
+    db = sum_i dZ_i              (Ng: dB[l] = (1/m) sum_i dZ[l]_i)
+    dA_prev = dZ W               (Ng: dA[l-1] = W[l]^T dZ[l])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ..activations import Activation, get_activation, softmax_vjp
+from .protocol import Array, Layer, no_params
+
+
+def _normal(key: Array, shape: tuple[int, ...], std: float, dtype: Any) -> Array:
+    return std * jax.random.normal(key, shape, dtype)
+
+
+def init_dense_params(key: Array, n_in: int, n_out: int, scheme: str, dtype: Any = jnp.float32) -> dict:
+    """W: (n_out, n_in) and b: (n_out,) drawn by a named scheme.
+
+    - ``lecun``: W ~ N(0, 1/n_in), b = 0.
+    - ``he``: W ~ N(0, 2/n_in), b = 0 (for ReLU-type hidden layers).
+    - ``nielsen``: W ~ N(0, 1/n_in), b ~ N(0, 1)  (Nielsen's network2 default_weight_initializer).
+    - ``nielsen_large``: W ~ N(0, 1), b ~ N(0, 1)  (Nielsen's network.py, large_weight_initializer).
+    """
+    kw, kb = jax.random.split(key)
+    zeros = jnp.zeros((n_out,), dtype)
+    schemes = {
+        "lecun": lambda: (_normal(kw, (n_out, n_in), n_in**-0.5, dtype), zeros),
+        "he": lambda: (_normal(kw, (n_out, n_in), (2 / n_in) ** 0.5, dtype), zeros),
+        "nielsen": lambda: (_normal(kw, (n_out, n_in), n_in**-0.5, dtype), _normal(kb, (n_out,), 1.0, dtype)),
+        "nielsen_large": lambda: (_normal(kw, (n_out, n_in), 1.0, dtype), _normal(kb, (n_out,), 1.0, dtype)),
+    }
+    if scheme not in schemes:
+        raise ValueError(f"unknown init scheme {scheme!r}; expected one of {sorted(schemes)}")
+    W, b = schemes[scheme]()
+    return {"W": W, "b": b}
+
+
+INIT_SCHEMES = ("lecun", "he", "nielsen", "nielsen_large")
+
+
+def dense_forward(params: dict, x: Array) -> tuple[Array, Array]:
+    """Z = A_prev W^T + b  (Ng: Z[l] = W[l] A[l-1] + B[l]); the cache is A_prev."""
+    return x @ params["W"].T + params["b"], x
+
+
+def dense_backward(params: dict, x: Array, dz: Array) -> tuple[dict, Array]:
+    """dW = dZ^T A_prev, db = sum_i dZ_i, dA_prev = dZ W  (Ng: dW = dZ A^T, dB = sum dZ, dA = W^T dZ).
+
+    dZ already holds the 1/m of the averaged cost (see `fnbackprop.losses`).
+    """
+    return {"W": dz.T @ x, "b": jnp.sum(dz, axis=0)}, dz @ params["W"]
+
+
+def dense(n_out: int, init: str = "lecun") -> Layer:
+    """A fully connected layer without activation: Z = A_prev W^T + b."""
+    if not isinstance(n_out, int) or n_out <= 0:
+        raise ValueError(f"dense layer width must be a positive integer, got {n_out!r}")
+    if init not in INIT_SCHEMES:
+        raise ValueError(f"unknown init scheme {init!r}; expected one of {list(INIT_SCHEMES)}")
+
+    def init_fn(key: Array, in_shape: tuple[int, ...]) -> dict:
+        (n_in,) = in_shape
+        return init_dense_params(key, n_in, n_out, init)
+
+    return Layer(init_fn, dense_forward, dense_backward, name=f"dense({n_out})")
+
+
+def activation(g: str | Activation) -> Layer:
+    """A = g(Z), backward dZ = dA * g'(Z); the cache is (Z, A)."""
+    act = get_activation(g, hidden=True)
+
+    def forward(params: dict, z: Array) -> tuple[Array, tuple[Array, Array]]:
+        a = act.fn(z)
+        return a, (z, a)
+
+    def backward(params: dict, cache: tuple[Array, Array], da: Array) -> tuple[dict, Array]:
+        z, a = cache
+        return {}, act.backward(z, a, da)
+
+    return Layer(no_params, forward, backward, name=act.name)
+
+
+def softmax() -> Layer:
+    """A = softmax(Z) row by row, as a layer on its own (the full Jacobian-vector product).
+
+    da_k/dz_j = a_k (1[j = k] - a_j), so dz_j = sum_k da_k a_k (1[j = k] - a_j) = a_j (da_j - sum_k da_k a_k).
+    """
+    act = get_activation("softmax", hidden=False)
+
+    def forward(params: dict, z: Array) -> tuple[Array, Array]:
+        a = act.fn(z)
+        return a, a
+
+    def backward(params: dict, a: Array, da: Array) -> tuple[dict, Array]:
+        return {}, softmax_vjp(a, da)
+
+    return Layer(no_params, forward, backward, name="softmax")

@@ -1,0 +1,58 @@
+"""Normalisation layers: batch norm and layer norm, one derivation with the axis as its parameter."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from .protocol import Array, Layer
+
+
+def _affine_params(key: Array, in_shape: tuple[int, ...]) -> dict:
+    (n,) = in_shape
+    return {"gamma": jnp.ones((n,), jnp.float32), "beta": jnp.zeros((n,), jnp.float32)}
+
+
+def _normalise(x: Array, axis: int, eps: float) -> tuple[Array, Array]:
+    mu = jnp.mean(x, axis=axis, keepdims=True)
+    inv_std = 1 / jnp.sqrt(jnp.var(x, axis=axis, keepdims=True) + eps)
+    return (x - mu) * inv_std, inv_std
+
+
+def _normalisation_dx(dxhat: Array, xhat: Array, inv_std: Array, axis: int) -> Array:
+    """dx = (inv_std / N) (N dxhat - sum dxhat - xhat sum(dxhat xhat)), sums over the normalised axis."""
+    n = xhat.shape[axis]
+    return inv_std / n * (n * dxhat - jnp.sum(dxhat, axis, keepdims=True) - xhat * jnp.sum(dxhat * xhat, axis, keepdims=True))
+
+
+def _normalisation(axis: int, eps: float, name: str) -> Layer:
+    """y = gamma xhat + beta, xhat normalised over `axis`; dgamma, dbeta sum over the batch (axis 0)."""
+
+    def forward(params: dict, x: Array) -> tuple[Array, tuple]:
+        xhat, inv_std = _normalise(x, axis, eps)
+        return params["gamma"] * xhat + params["beta"], (xhat, inv_std)
+
+    def backward(params: dict, cache: tuple, dy: Array) -> tuple[dict, Array]:
+        xhat, inv_std = cache
+        grads = {"gamma": jnp.sum(dy * xhat, axis=0), "beta": jnp.sum(dy, axis=0)}
+        return grads, _normalisation_dx(dy * params["gamma"], xhat, inv_std, axis=axis)
+
+    return Layer(_affine_params, forward, backward, name=name)
+
+
+def batch_norm(eps: float = 1e-5) -> Layer:
+    """Batch normalisation in training mode (Ioffe and Szegedy 2015), over the batch axis:
+
+        mu = (1/m) sum_i x_i,  var = (1/m) sum_i (x_i - mu)^2,  xhat = (x - mu) / sqrt(var + eps),
+        y = gamma xhat + beta.
+    Backward (the classic derivation, mu and var depending on every x_i):
+        dgamma = sum_i dy_i xhat_i,  dbeta = sum_i dy_i,  dxhat = dy gamma,
+        dx = (1 / (m sqrt(var + eps))) (m dxhat - sum_i dxhat_i - xhat sum_i dxhat_i xhat_i).
+    Batch statistics are used at evaluation time too (no running averages are kept).
+    """
+    return _normalisation(0, eps, "batch_norm")
+
+
+def layer_norm(eps: float = 1e-5) -> Layer:
+    """Layer normalisation (Ba et al. 2016): batch normalisation's equations over the features of
+    each example (axis 1) instead of over the batch; dgamma and dbeta still sum over the batch."""
+    return _normalisation(1, eps, "layer_norm")
