@@ -357,7 +357,17 @@ def run_train(args: argparse.Namespace) -> int:
     sizes = [ds.n_features, *args.widths, ds.n_outputs]
     hidden = args.activation if len(args.activation) > 1 else args.activation[0]
     try:
-        net = mlp(sizes, hidden=hidden, output=output, loss=loss, init=args.init)
+        if args.layers:
+            from .architecture import layers_from_spec
+            from .network import network
+
+            net = network(layers_from_spec(args.layers, ds.n_outputs, datasets.IMAGE_SHAPES.get(args.dataset), ds.n_features),
+                          (ds.n_features,),
+                          output=output, loss=loss)
+            described = " ".join(layer.name for layer in net.layers)
+        else:
+            net = mlp(sizes, hidden=hidden, output=output, loss=loss, init=args.init)
+            described = f"MLP {sizes}, {hidden} hidden"
         steps = -(-len(ds.x_train) // args.batch_size)
         schedule = make_schedule(args.schedule, args.lr, steps, args.epochs, args.decay_rate, args.decay_epochs)
         optimizer = make_optimizer(args.optimizer, schedule, momentum=args.momentum, l2=args.l2, n_train=len(ds.x_train))
@@ -376,7 +386,7 @@ def run_train(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/{args.dataset}-{args.grad_source}-seed{args.seed}")
     config = {k: v for k, v in vars(args).items() if k != "func"} | {"sizes": sizes, "output": output, "loss": loss, "out": str(out)}
     console.print(f"[bold]{args.dataset}[/bold]: {len(ds.x_train)} train / {len(ds.x_test)} test examples; "
-                  f"MLP {sizes}, {hidden} hidden, {output} + {loss}; {args.optimizer} lr {args.lr}, batch {args.batch_size}"
+                  f"{described}, {output} + {loss}; {args.optimizer} lr {args.lr}, batch {args.batch_size}"
                   + (f", data-parallel over {args.devices} {jax.devices()[0].platform} devices" if mesh else ""))
 
     key = jax.random.PRNGKey(args.seed)
@@ -514,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", default="digits", choices=["digits", "breast_cancer", "diabetes", "mnist"])
     train.add_argument("--data-path", default=None, help="MNIST: mnist.pkl.gz or a folder of IDX files (else $FNBACKPROP_MNIST)")
     train.add_argument("--widths", type=_ints, default=[64], help="hidden layer widths, comma-separated")
+    train.add_argument("--layers", default=None,
+                       help='any architecture instead of --widths/--activation, e.g. "conv(20,5) relu maxpool(2) dense(100) relu" '
+                            "(see fnbackprop.architecture); the output layer is added")
     train.add_argument("--activation", type=_names, default=["relu"], help="hidden activation, or one per hidden layer")
     train.add_argument("--output", default=None, help="output activation (default: by task)")
     train.add_argument("--loss", default=None, help="loss (default: by task)")

@@ -206,6 +206,10 @@ def load_mnist(path: str | os.PathLike | None = None) -> Dataset:
 LOADERS = {"digits": load_digits, "breast_cancer": load_breast_cancer, "diabetes": load_diabetes, "mnist": load_mnist}
 
 
+#: the image each row of a dataset is, (H, W, C), for conv layers (`fnbackprop.architecture`)
+IMAGE_SHAPES = {"mnist": (28, 28, 1), "digits": (8, 8, 1)}
+
+
 def load(name: str, path: str | os.PathLike | None = None) -> Dataset:
     """A dataset by name; `path` only for MNIST."""
     if name not in LOADERS:

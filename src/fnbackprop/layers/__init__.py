@@ -12,11 +12,12 @@ Each layer's backward sits beside its forward, its derivation in the docstring:
 - `normalisation`: `batch_norm`, `layer_norm`;
 - `regularisation`: `dropout`;
 - `composition`: `residual`;
-- `convolution`: `conv2d`, `max_pool`, `avg_pool`, `flatten` (NHWC inputs, HWIO kernels).
+- `convolution`: `conv2d`, `max_pool`, `avg_pool`, `flatten`, `reshape` (NHWC inputs, HWIO kernels).
 """
 
 from .composition import residual as residual
-from .convolution import (avg_pool as avg_pool, conv2d as conv2d, flatten as flatten, max_pool as max_pool)
+from .convolution import (avg_pool as avg_pool, conv2d as conv2d, flatten as flatten, max_pool as max_pool,
+                          reshape as reshape)
 from .dense import (INIT_SCHEMES as INIT_SCHEMES, activation as activation, dense as dense, dense_backward as dense_backward,
                     dense_forward as dense_forward, init_dense_params as init_dense_params, softmax as softmax)
 from .normalisation import batch_norm as batch_norm, layer_norm as layer_norm

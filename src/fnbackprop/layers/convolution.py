@@ -246,3 +246,19 @@ def flatten() -> Layer:
         return {}, dy.reshape(dy.shape[0], *token.shape[1:])
 
     return Layer(no_params, forward, backward, name="flatten")
+
+
+def reshape(shape: tuple) -> Layer:
+    """(m, *in_shape) -> (m, *shape), e.g. flat MNIST rows (m, 784) to images (m, 28, 28, 1); backward:
+    dy reshaped back. The first layer of a conv net trained on flat rows (`fnbackprop.architecture`)."""
+    shape = tuple(int(n) for n in shape)
+
+    def forward(params: dict, x: Array) -> tuple[Array, Array]:
+        if int(np.prod(x.shape[1:])) != int(np.prod(shape)):
+            raise ValueError(f"cannot reshape inputs of shape {tuple(x.shape[1:])} to {shape}")
+        return x.reshape(x.shape[0], *shape), shape_token(x)
+
+    def backward(params: dict, token: Array, dy: Array) -> tuple[dict, Array]:
+        return {}, dy.reshape(dy.shape[0], *token.shape[1:])
+
+    return Layer(no_params, forward, backward, name=f"reshape{shape}")
