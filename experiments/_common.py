@@ -60,6 +60,11 @@ def epochs(args: argparse.Namespace, published: int) -> int:
 
 
 def build(run: dict) -> fb.Network:
+    """An MLP from run["sizes"], or any network from run["layers"] (`fnbackprop.architecture`, on MNIST images)."""
+    if "layers" in run:
+        from fnbackprop.architecture import layers_from_spec
+
+        return fb.network(layers_from_spec(run["layers"], 10, (28, 28, 1), 784), (784,), output=run["output"], loss=run["loss"])
     return fb.mlp(run["sizes"], hidden=run["hidden"], output=run["output"], loss=run["loss"], init=run["init"])
 
 
@@ -77,7 +82,9 @@ def train(run: dict, data: Dataset, on_epoch: Callable[[dict], None] | None = No
                  on_epoch=on_epoch)
     curve = [100 * h[f"{run['split']}_accuracy"] for h in result.history]
     x, y = (data.x_val, data.y_val) if run["split"] == "val" else (data.x_test, data.y_test)
-    return {**run, "accuracy": curve, "best": max(curve), "final": curve[-1],
+    curves = {split: [100 * h[f"{split}_accuracy"] for h in result.history] for split in ("val", "test")
+              if f"{split}_accuracy" in result.history[0]}
+    return {**run, "accuracy": curve, "best": max(curve), "final": curve[-1], "curves": curves,
             **final_outputs(net, result.params, x, y),
             "cost": [h["mean_batch_cost"] for h in result.history],
             "seconds_per_epoch": float(np.median([h["seconds"] for h in result.history])),

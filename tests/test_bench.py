@@ -102,3 +102,34 @@ def test_bench_gpu_without_a_gpu_is_a_usage_error(tmp_path, capsys):
 
     assert main(["bench", "--gpu", "--out", str(tmp_path)]) == 2
     assert "JAX sees no GPU" in capsys.readouterr().out
+
+
+def test_conv_targets_are_judged_from_the_measured_medians():
+    from fnbackprop.bench_conv import conv_targets
+
+    def ms(median):
+        return {"median": median}
+
+    result = {"batch": 10, "ms_per_step": {"hand im2col": ms(2.0), "jax.grad im2col": ms(1.95), "hand xla": ms(9.0),
+                                           "jax.grad xla": ms(7.9), "torch eager": ms(3.0), "torch eager channels-last": ms(2.1)}}
+    assert {name: ok for name, ok, _ in conv_targets([result])} == {
+        "conv net, batch 10: hand / jax.grad (same forward) <= 1.05": True,  # 1.026
+        "conv net, batch 10: >= 4x faster than jax.grad through lax.conv": False,  # 3.95x
+        "conv net, batch 10: faster than PyTorch eager (its faster format)": True,  # 2.0 vs 2.1 ms
+    }
+
+
+def test_the_conv_contenders_take_the_same_step():
+    """hand and jax.grad, im2col and XLA: after two SGD steps, the same parameters (float32 rounding)."""
+    from fnbackprop.bench_conv import batches, jax_steps, nielsen_conv_net
+
+    xs, ys = (jnp.asarray(a) for a in batches(2, steps=2))
+    params = nielsen_conv_net("im2col").init(jax.random.PRNGKey(0))
+    after = {(impl, source): jax_steps(nielsen_conv_net(impl), source)(params, xs, ys)
+             for impl in ("im2col", "xla") for source in ("hand", "autodiff")}
+    moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree_util.tree_leaves(after["im2col", "hand"]),
+                                                                 jax.tree_util.tree_leaves(params)))
+    assert moved > 1e-4  # the steps did something
+    for key, p in after.items():
+        for a, b in zip(jax.tree_util.tree_leaves(p), jax.tree_util.tree_leaves(after["im2col", "autodiff"])):
+            assert float(jnp.max(jnp.abs(a - b))) <= 1e-5 * max(1.0, float(jnp.max(jnp.abs(b)))), key  # float32 sums

@@ -445,6 +445,8 @@ def run_bench(args: argparse.Namespace) -> int:
         console.print("PyTorch is not installed: its columns are skipped (pip install \".[torch]\" to add them)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.conv_only:
+        return _bench_conv(args, out, {})
     try:
         with status_console.status("benchmarking...", spinner="dots") as spinner:
             results = run_benchmark(args.quick, args.gpu, args.torch_compile, args.data_path, args.rounds,
@@ -490,9 +492,42 @@ def run_bench(args: argparse.Namespace) -> int:
         tt.add_row(name, measured, _verdict(ok))
     console.print(tt)
     suffix = "-quick" if args.quick else ""
-    write_json(results, out / f"bench{suffix}.json")
     write_plot(results, out / f"bench{suffix}.png")
-    console.print(f"results: {out / f'bench{suffix}.json'}, plot: {out / f'bench{suffix}.png'}")
+    console.print(f"plot: {out / f'bench{suffix}.png'}")
+    return _bench_conv(args, out, results)
+
+
+def _bench_conv(args: argparse.Namespace, out: Path, results: dict) -> int:
+    """The conv network's step (`fnbackprop.bench_conv`): a table, the profile, the targets; JSON with `results`."""
+    from .bench import write_json
+    from .bench_conv import conv_targets, run_conv_benchmark
+
+    with status_console.status("benchmarking the conv network's step...", spinner="dots"):
+        conv = run_conv_benchmark(args.quick, args.rounds)
+    table = Table(title="Nielsen's two-conv-pool network, per SGD step (medians of interleaved rounds, 100 steps a call)")
+    for col in ("batch", "implementation", "ms / step", "IQR (ms)", "s / 50k epoch"):
+        table.add_column(col, justify="left" if col == "implementation" else "right")
+    for r in conv:
+        for name, t in r["ms_per_step"].items():
+            table.add_row(str(r["batch"]), name, f"{t['median']:.2f}", f"{t['q1']:.2f}-{t['q3']:.2f}",
+                          f"{r['seconds_per_epoch_50k'][name]:.0f}", end_section=name == list(r["ms_per_step"])[-1])
+    console.print(table)
+    for r in conv:
+        pt = Table(title=f"where the hand-coded step's time goes, batch {r['batch']} (each layer jitted alone)")
+        for col in ("layer", "forward ms", "backward ms"):
+            pt.add_column(col, justify="left" if col == "layer" else "right")
+        for row in r["profile"]:
+            pt.add_row(row["layer"], f"{row['forward_ms']:.3f}", f"{row['backward_ms']:.3f}")
+        console.print(pt)
+    tt = Table(title="targets (issue 14)")
+    for col in ("target", "measured", "verdict"):
+        tt.add_column(col)
+    for name, ok, measured in conv_targets(conv):
+        tt.add_row(name, measured, _verdict(ok))
+    console.print(tt)
+    suffix = ("-quick" if args.quick else "") + ("-conv" if args.conv_only else "")
+    write_json({**results, "conv": conv}, out / f"bench{suffix}.json")
+    console.print(f"results: {out / f'bench{suffix}.json'}")
     return 0
 
 
@@ -556,6 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=positive_int, default=None, help="interleaved rounds (default 9, quick 3)")
     bench.add_argument("--data-path", default=None, help="MNIST for the epoch timing (else $FNBACKPROP_MNIST, ../shared/data)")
     bench.add_argument("--out", default="runs/bench", help="folder for bench.json and bench.png")
+    bench.add_argument("--conv-only", action="store_true", help="only the conv network's step (bench-conv.json)")
     bench.set_defaults(func=run_bench)
     return parser
 

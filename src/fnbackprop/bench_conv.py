@@ -1,0 +1,159 @@
+"""The convolutional network's training step: hand-coded vs jax.grad, im2col vs XLA, vs PyTorch eager.
+
+Nielsen's two-conv-pool network (chapter 6): 20 then 40 maps of 5x5, max-pool 2, ReLU, FC 100 ReLU,
+softmax + cross-entropy, SGD, on 28x28x1 inputs. Each contender runs STEPS SGD steps over pre-made
+batches in one call (JAX: one `lax.scan`; PyTorch: a Python loop), interleaved round by round
+(`fnbackprop.bench.interleaved`), and reports the median milliseconds per step:
+
+- `hand im2col` (the engine's default on CPU) and `jax.grad im2col`: the same forward;
+- `hand xla` and `jax.grad xla` (through `lax.conv_general_dilated` and the XLA-form backward);
+- `torch eager` (NCHW) and `torch eager channels-last`, when PyTorch is installed (`.[torch]`).
+
+Then where a hand-coded step's time goes: each layer's forward and backward jitted alone at the
+step's shapes (`layer_profile`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .bench import interleaved, summary, torch_module
+from .layers import activation, conv2d, dense, flatten, forward_with_key, max_pool, reshape
+from .network import Network, network
+
+STEPS = 100
+LR = 0.01
+
+
+def nielsen_conv_net(impl: str) -> Network:
+    """conv(20,5) maxpool(2) relu conv(40,5) maxpool(2) relu dense(100) relu dense(10), softmax + cross-entropy."""
+    return network([reshape((28, 28, 1)), conv2d(20, 5, impl=impl), max_pool(2), activation("relu"), conv2d(40, 5, impl=impl),
+                    max_pool(2), activation("relu"), flatten(), dense(100), activation("relu"), dense(10)],
+                   (784,), output="softmax", loss="cross_entropy")
+
+
+def batches(batch: int, steps: int = STEPS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.random((steps, batch, 784), dtype=np.float32), rng.integers(0, 10, (steps, batch))
+
+
+def jax_steps(net: Network, source: str) -> Callable:
+    """(params, xs, ys) -> params after one SGD step per batch, scanned, compiled."""
+    grad = (lambda p, x, y: net.value_and_grad(p, x, y)[1]) if source == "hand" else jax.grad(net.loss)
+
+    @jax.jit
+    def run(params, xs, ys):
+        def step(p, xy):
+            g = grad(p, *xy)
+            return jax.tree_util.tree_map(lambda a, b: a - LR * b, p, g), None
+        return jax.lax.scan(step, params, (xs, ys))[0]
+
+    return run
+
+
+def torch_steps(batch: int, channels_last: bool) -> Callable | None:
+    """The same network and SGD step in PyTorch eager, or None without PyTorch."""
+    torch = torch_module()
+    if torch is None:
+        return None
+    nn = torch.nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Conv2d(20, 40, 5), nn.MaxPool2d(2), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(640, 100), nn.ReLU(), nn.Linear(100, 10))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    loss_fn = nn.CrossEntropyLoss()
+    xs, ys = batches(batch)
+    tx = [torch.from_numpy(x).reshape(batch, 1, 28, 28).contiguous(memory_format=fmt) for x in xs]
+    ty = [torch.from_numpy(y) for y in ys]
+
+    def run():
+        for x, y in zip(tx, ty):
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            opt.step()
+        return None
+
+    return run
+
+
+def layer_profile(net: Network, params: Any, batch: int, reps: int = 50) -> list[dict]:
+    """Per layer: milliseconds of its forward and of its backward, each jitted alone at the step's shapes."""
+    x = jnp.asarray(batches(batch, 1)[0][0])
+    rows = []
+    for layer, p in zip(net.layers, net._expand(params)):
+        fwd = jax.jit(lambda p, x, layer=layer: forward_with_key(layer, p, x, None))
+        y, cache = fwd(p, x)
+        bwd = jax.jit(layer.backward)
+        dy = jnp.ones_like(y)
+        jax.block_until_ready(bwd(p, cache, dy))
+        times = {}
+        for name, call in (("forward", lambda: fwd(p, x)), ("backward", lambda: bwd(p, cache, dy))):
+            jax.block_until_ready(call())
+            start = time.perf_counter()
+            for _ in range(reps):
+                out = call()
+            jax.block_until_ready(out)
+            times[name] = 1e3 * (time.perf_counter() - start) / reps
+        rows.append({"layer": layer.name, "forward_ms": times["forward"], "backward_ms": times["backward"]})
+        x = y
+    return rows
+
+
+def measure_conv(batch: int, rounds: int) -> dict:
+    """Median ms per SGD step of every contender at `batch`, interleaved; ratios; the hand step's profile."""
+    xs, ys = (jnp.asarray(a) for a in batches(batch))
+    nets = {impl: nielsen_conv_net(impl) for impl in ("im2col", "xla")}
+    params = nets["im2col"].init(jax.random.PRNGKey(0))
+    contenders: dict[str, Callable[[], Any]] = {}
+    for impl, net in nets.items():
+        for source, label in (("hand", "hand"), ("autodiff", "jax.grad")):
+            run = jax_steps(net, source)
+            jax.block_until_ready(run(params, xs, ys))  # compile
+            contenders[f"{label} {impl}"] = lambda run=run: run(params, xs, ys)
+    for channels_last in (False, True):
+        run = torch_steps(batch, channels_last)
+        if run is not None:
+            run()
+            contenders["torch eager" + (" channels-last" if channels_last else "")] = run
+    times = interleaved(contenders, rounds)
+    per_step = {name: {k: v / STEPS * 1e3 for k, v in summary(t).items() if k != "n"} for name, t in times.items()}
+    hand = per_step["hand im2col"]["median"]
+    ratios = {"hand / jax.grad (im2col)": hand / per_step["jax.grad im2col"]["median"],
+              "hand / jax.grad (xla)": per_step["hand xla"]["median"] / per_step["jax.grad xla"]["median"],
+              "jax.grad through lax.conv / hand im2col": per_step["jax.grad xla"]["median"] / hand}
+    torch_names = [n for n in per_step if n.startswith("torch")]
+    if torch_names:
+        fastest = min(torch_names, key=lambda n: per_step[n]["median"])
+        ratios[f"{fastest} / hand im2col"] = per_step[fastest]["median"] / hand
+    return {"batch": batch, "steps_per_call": STEPS, "rounds": rounds, "ms_per_step": per_step,
+            "seconds_per_epoch_50k": {n: v["median"] * 50_000 / batch / 1e3 for n, v in per_step.items()},
+            "ratios": ratios, "profile": layer_profile(nets["im2col"], params, batch)}
+
+
+def conv_targets(results: list[dict]) -> list[tuple[str, bool, str]]:
+    """(target, met, measured) for the convolution issue, per batch size."""
+    rows = []
+    for r in results:
+        b, ms = r["batch"], {k: v["median"] for k, v in r["ms_per_step"].items()}
+        ratio = ms["hand im2col"] / ms["jax.grad im2col"]
+        rows.append((f"conv net, batch {b}: hand / jax.grad (same forward) <= 1.05", ratio <= 1.05, f"{ratio:.3f}"))
+        speedup = ms["jax.grad xla"] / ms["hand im2col"]
+        rows.append((f"conv net, batch {b}: >= 4x faster than jax.grad through lax.conv", speedup >= 4, f"{speedup:.1f}x"))
+        torch_ms = [v for k, v in ms.items() if k.startswith("torch")]
+        if torch_ms:
+            rows.append((f"conv net, batch {b}: faster than PyTorch eager (its faster format)", ms["hand im2col"] < min(torch_ms),
+                         f"{min(torch_ms) / ms['hand im2col']:.2f}x"))
+    return rows
+
+
+def run_conv_benchmark(quick: bool = False, rounds: int | None = None) -> list[dict]:
+    """`measure_conv` at batch 10 and 64 (quick: batch 10, 3 rounds)."""
+    rounds = rounds or (3 if quick else 7)
+    return [measure_conv(b, rounds) for b in ((10,) if quick else (10, 64))]
