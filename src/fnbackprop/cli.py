@@ -439,7 +439,7 @@ def _verdict(ok: bool) -> str:
 
 def run_bench(args: argparse.Namespace) -> int:
     """The benchmark: tables on the terminal, JSON and a PNG plot in --out."""
-    from .bench import run_benchmark, targets, torch_module, write_json, write_plot
+    from .bench import run_benchmark, targets, torch_module, write_plot
 
     if torch_module() is None:
         console.print("PyTorch is not installed: its columns are skipped (pip install \".[torch]\" to add them)")
