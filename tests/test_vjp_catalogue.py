@@ -25,7 +25,7 @@ def reports(request):
 def test_every_planted_mistake_fails_and_every_correct_rule_passes(reports):
     wrong = {name for name, case in CATALOGUE.items() if (reports[name].passed) != (case.kind is None)}
     assert wrong == set()
-    assert sum(case.kind is None for case in CATALOGUE.values()) == 10 and len(CATALOGUE) == 44
+    assert sum(case.kind is None for case in CATALOGUE.values()) == 11 and len(CATALOGUE) == 47
 
 
 def test_the_diagnosis_names_each_planted_kind(reports):
@@ -33,7 +33,7 @@ def test_the_diagnosis_names_each_planted_kind(reports):
     named = {name: diagnosis_word(reports[name].diagnosis) for name in planted}
     accuracy = sum(named[n] == k for n, k in planted.items()) / len(planted)
     assert accuracy >= DIAGNOSIS_BAR, {n: (k, reports[n].diagnosis) for n, k in planted.items() if named[n] != k}
-    assert named == planted  # all 34 on this catalogue; the bar above is what a new catalogue is held to
+    assert named == planted  # all 36 on this catalogue; the bar above is what a new catalogue is held to
 
 
 def test_the_evidence_follows_the_word(reports):

@@ -97,6 +97,22 @@ def gelu(mistake: str = "") -> Callable:
 GELU = {"": None, "gelu for gelu'": "activation-for-derivative", "gelu' missing": "missing-derivative", "sign": "sign"}
 
 
+def gelu_layer(mistake: str = "") -> Callable:
+    """gelu(x W): the written-out GELU inside a layer; its slips show only through dW and dx."""
+    def bwd(res, g):
+        x, W = res
+        z = x @ W
+        u = 0.7978845608028654 * (z + 0.044715 * z ** 3)
+        t = jnp.tanh(u)
+        d = 0.5 * (1 + t) + 0.5 * z * (1 - t ** 2) * 0.7978845608028654 * (1 + 3 * 0.044715 * z ** 2)
+        dz = {"": g * d, "gelu for gelu'": g * _gelu(z), "gelu' missing": g}[mistake]
+        return dz @ W.T, x.T @ dz
+    return ruled(lambda x, W: _gelu(x @ W), lambda x, W: (_gelu(x @ W), (x, W)), bwd)
+
+
+GELU_LAYER = {"": None, "gelu for gelu'": "activation-for-derivative", "gelu' missing": "missing-derivative"}
+
+
 # ----- log-sum-exp over the last axis -------------------------------------------------------------------
 def logsumexp(mistake: str = "") -> Callable:
     def primal(x):
@@ -187,6 +203,7 @@ FAMILIES: dict[str, tuple[Callable, dict, tuple]] = {
     "softplus": (softplus, SOFTPLUS, (X34,)),
     "sigmoid": (sigmoid, SIGMOID, (X34,)),
     "gelu": (gelu, GELU, (X34,)),
+    "gelu layer": (gelu_layer, GELU_LAYER, (X34, _keyed(9, (4, 5)))),
     "logsumexp": (logsumexp, LOGSUMEXP, (X34,)),
     "two layer": (two_layer, TWO_LAYER, TWO_LAYER_ARGS),
     "embedding": (embedding, EMBEDDING, EMBEDDING_ARGS),

@@ -24,6 +24,9 @@ INLINED_CALLS = ("jit", "pjit", "closed_call", "core_call")
 #: elementwise steps y = g(x) whose derivative a hand derivation may drop, or replace by g itself
 ELEMENTWISE = ("tanh", "logistic", "exp", "exp2", "log", "log1p", "expm1", "sin", "cos", "tan", "erf", "erfc", "sqrt",
                "rsqrt", "cbrt", "integer_pow", "pow", "max", "min", "abs", "atan", "asinh", "sinh", "cosh", "erf_inv")
+#: the arithmetic that, with the steps above, makes up an elementwise function written out (a GELU's
+#: 0.5 x (1 + tanh(...)), x sigmoid(x), log(1 + exp(x)))
+ARITHMETIC = ("add", "sub", "mul", "div", "neg", "square", "sign", "select_n", "convert_element_type")
 #: at most this many sites get variants (each costs a gradient per slip)
 MOST_VARIANTS = 24
 
@@ -74,6 +77,43 @@ def _rule_name(eqn: Any) -> str:
     return info.split(" ")[0] or eqn.primitive.name
 
 
+def _arrays_in(eqn: Any) -> list:
+    """The non-literal, non-scalar inputs of an equation (scalars and literals are its constants)."""
+    return [v for v in eqn.invars if not isinstance(v, jex.Literal) and v.aval.shape != ()]
+
+
+def composite_regions(jaxpr: Any) -> dict:
+    """{output var y: (root var z, equation indices)} for each elementwise function y = g(z) written out
+    of several equations (a GELU, x sigmoid(x), log1p(exp(x))): every equation of the region is
+    elementwise (`ELEMENTWISE`, `ARITHMETIC`) with array inputs of y's shape from inside the region
+    or z itself; y is maximal (an output, or used by anything outside such a region of z)."""
+    roots: dict = {}  # var -> (root, eqn indices) while it is an elementwise function of one root
+    elementwise = set(ELEMENTWISE) | set(ARITHMETIC)
+    for i, eqn in enumerate(jaxpr.eqns):
+        arrays = _arrays_in(eqn)
+        if eqn.primitive.name not in elementwise or len(eqn.outvars) != 1 or not arrays:
+            continue
+        out = eqn.outvars[0]
+        if not jnp.issubdtype(out.aval.dtype, jnp.floating) or any(v.aval.shape != out.aval.shape for v in arrays):
+            continue
+        found = {roots[v][0] if v in roots else v for v in arrays}
+        if len(found) == 1:
+            roots[out] = (found.pop(), sorted({i}.union(*(roots[v][1] for v in arrays if v in roots))))
+    users: dict = {}
+    for i, eqn in enumerate(jaxpr.eqns):
+        for v in eqn.invars:
+            if not isinstance(v, jex.Literal):
+                users.setdefault(v, []).append(eqn)
+    outputs = {v for v in jaxpr.outvars if not isinstance(v, jex.Literal)}
+
+    def maximal(y: Any) -> bool:
+        root = roots[y][0]
+        return y in outputs or any(u.outvars[0] not in roots or roots[u.outvars[0]][0] is not root
+                                   for u in users.get(y, []) if len(u.outvars) == 1) or any(len(u.outvars) != 1 for u in users.get(y, []))
+
+    return {y: (z, eqns) for y, (z, eqns) in roots.items() if len(eqns) >= 2 and maximal(y)}
+
+
 class Walk:
     """State of one evaluation: the sites seen (equations with modelled slips), which to alter and how."""
 
@@ -93,6 +133,7 @@ def evaluate(closed: jex.ClosedJaxpr, args: list, walk: Walk) -> list:
         env[var] = value
     for var, value in zip(closed.jaxpr.invars, args):
         env[var] = value
+    regions = composite_regions(closed.jaxpr)
     for eqn in closed.jaxpr.eqns:
         invals = [read(v) for v in eqn.invars]
         name = eqn.primitive.name
@@ -113,7 +154,25 @@ def evaluate(closed: jex.ClosedJaxpr, args: list, walk: Walk) -> list:
             outs = compute(invals)
         for var, value in zip(eqn.outvars, outs):
             env[var] = value
+        if len(eqn.outvars) == 1 and eqn.outvars[0] in regions:  # a written-out elementwise function ends here
+            root, members = regions[eqn.outvars[0]]
+            names = [closed.jaxpr.eqns[i].primitive.name for i in members]
+            walk.sites.append((f"elementwise function of {len(members)} steps ({', '.join(dict.fromkeys(names))})",
+                               ("missing-derivative", "activation-for-derivative")))
+            if len(walk.sites) - 1 == walk.alter:
+                g = lambda z, members=members, root=root, out=eqn.outvars[0]: _run_region(closed, members, root, out, z, read)  # noqa: E731
+                env[eqn.outvars[0]] = _elementwise_slip(lambda vals: [g(vals[0])], [env[root]], 0, walk.kind)
     return [read(v) for v in closed.jaxpr.outvars]
+
+
+def _run_region(closed: jex.ClosedJaxpr, members: list, root: Any, out: Any, z: Any, read: Callable) -> Any:
+    """The region's output recomputed from its root's value z (its constants read as they are)."""
+    local = {root: z}
+    for i in members:
+        eqn = closed.jaxpr.eqns[i]
+        vals = [read(v) if isinstance(v, jex.Literal) or v not in local else local[v] for v in eqn.invars]
+        local[eqn.outvars[0]] = _bind(eqn, vals)[0]
+    return local[out]
 
 
 def _elementwise_slip(compute: Callable, invals: list, which: int, kind: str) -> Any:
