@@ -247,3 +247,17 @@ def test_bce_and_mse_tasks_train(tmp_path):
     h = fit(net, db, optimizer=make_optimizer("adam", optax.constant_schedule(0.01)), epochs=10, batch_size=32,
             key=jax.random.PRNGKey(0)).history
     assert h[-1]["test_cost"] < 0.7  # standardised target: predicting the mean scores 1.0
+
+
+def test_a_split_is_evaluated_in_chunks_with_the_same_cost_and_accuracy(monkeypatch):
+    from fnbackprop import train as train_module
+
+    net = fb.mlp([5, 7, 3], hidden="tanh", output="softmax", loss="cross_entropy")
+    params = net.init(jax.random.PRNGKey(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (25, 5))
+    y = jax.random.randint(jax.random.PRNGKey(2), (25,), 0, 3)
+    expected_cost = float(net.loss(params, x, y))
+    expected_accuracy = float(jnp.mean(jnp.argmax(net.apply(params, x), -1) == y))
+    monkeypatch.setattr(train_module, "EVAL_CHUNK", 4)  # 25 rows: six chunks of 4 and a padded seventh
+    got = jax.jit(lambda p, x, y: train_module.evaluate(net, "classification", p, x, y))(params, x, y)
+    assert abs(float(got["cost"]) - expected_cost) <= 1e-6 * expected_cost and float(got["accuracy"]) == expected_accuracy
