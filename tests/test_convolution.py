@@ -131,3 +131,16 @@ def test_a_conv_net_is_checked_whole_and_both_implementations_agree():
     params = net("xla").init(key, jnp.float64)
     (lx, gx), (li, gi) = (net(impl).value_and_grad(params, x, y) for impl in ("xla", "im2col"))
     assert abs(lx - li) < 1e-12 and max(rel(a, b) for a, b in zip(jax.tree_util.tree_leaves(gx), jax.tree_util.tree_leaves(gi))) < 1e-10
+
+
+@pytest.mark.parametrize("window,stride", [((3, 3), (1, 1)), ((2, 2), (2, 2)), ((3, 2), (3, 2)), ((2, 3), (3, 2))])
+def test_col2im_is_the_adjoint_of_patches(window, stride):
+    """<patches(x), d> = <x, col2im(d)> for every x and d: the definition of the backward of im2col
+    (overlapping windows, tiling windows with a remainder, a stride larger than the window)."""
+    from fnbackprop.layers.convolution import col2im, patches
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 9, 3), jnp.float64)
+    out = tuple((n - k) // s + 1 for n, k, s in zip((7, 9), window, stride))
+    d = jax.random.normal(jax.random.PRNGKey(1), (2, *out, *window, 3), jnp.float64)
+    lhs, rhs = float(jnp.vdot(patches(x, window, stride, out), d)), float(jnp.vdot(x, col2im(d, (7, 9), stride)))
+    assert abs(lhs - rhs) <= 1e-12 * max(1.0, abs(lhs))

@@ -82,6 +82,9 @@ def _unpad(x: Array, pads: tuple, size: tuple[int, int]) -> Array:
 def patches(xpad: Array, window: tuple[int, int], stride: tuple[int, int], out: tuple[int, int]) -> Array:
     """(m, P, Q, kh, kw, C): patches[n, p, q, i, j, c] = xpad[n, s p + i, s q + j, c], by kh kw strided slices."""
     (kh, kw), (sh, sw), (P, Q) = window, stride, out
+    if (kh, kw) == (sh, sw):  # windows that tile the input: a reshape, no copies by slicing
+        tiles = xpad[:, :P * kh, :Q * kw, :].reshape(xpad.shape[0], P, kh, Q, kw, xpad.shape[-1])
+        return tiles.transpose(0, 1, 3, 2, 4, 5)
     rows = [jnp.stack([xpad[:, i:i + sh * (P - 1) + 1:sh, j:j + sw * (Q - 1) + 1:sw, :] for j in range(kw)], axis=3)
             for i in range(kh)]
     return jnp.stack(rows, axis=3)
@@ -89,14 +92,23 @@ def patches(xpad: Array, window: tuple[int, int], stride: tuple[int, int], out: 
 
 def col2im(dpatches: Array, padded: tuple[int, int], stride: tuple[int, int]) -> Array:
     """The adjoint of `patches`: dxpad[n, s p + i, s q + j, c] += dpatches[n, p, q, i, j, c], overlapping
-    windows adding up (the fan-out rule: an entry used by several patches gets the sum of their gradients)."""
+    windows adding up (the fan-out rule: an entry used by several patches gets the sum of their gradients).
+    Each of the kh kw slices is placed by a pad (interior padding s - 1 between its rows and columns), not
+    scattered: XLA fuses the pads and the sum into one pass, where a strided scatter-add is several times slower."""
     m, P, Q, kh, kw, C = dpatches.shape
     (sh, sw) = stride
-    dxpad = jnp.zeros((m, *padded, C), dpatches.dtype)
-    for i in range(kh):
+    zero = jnp.zeros((), dpatches.dtype)
+    if (kh, kw) == (sh, sw):  # tiling windows: the reshape back, and zeros for the rows and columns no window saw
+        tiles = dpatches.transpose(0, 1, 3, 2, 4, 5).reshape(m, P * kh, Q * kw, C)
+        return jax.lax.pad(tiles, zero, ((0, 0, 0), (0, padded[0] - P * kh, 0), (0, padded[1] - Q * kw, 0), (0, 0, 0)))
+    total = None
+    for i in range(kh):  # each (i, j) slice of the patches, spread out by the stride and shifted to its place: a pad
         for j in range(kw):
-            dxpad = dxpad.at[:, i:i + sh * (P - 1) + 1:sh, j:j + sw * (Q - 1) + 1:sw, :].add(dpatches[:, :, :, i, j, :])
-    return dxpad
+            placed = jax.lax.pad(dpatches[:, :, :, i, j, :], zero,
+                                 ((0, 0, 0), (i, padded[0] - i - sh * (P - 1) - 1, sh - 1),
+                                  (j, padded[1] - j - sw * (Q - 1) - 1, sw - 1), (0, 0, 0)))
+            total = placed if total is None else total + placed
+    return total
 
 
 # ----- conv2d ------------------------------------------------------------------------------------------
