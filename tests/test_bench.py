@@ -48,7 +48,7 @@ def test_numpy_baselines_take_jax_grads_step(x64, config, step):
 
 @pytest.mark.skipif(torch_module() is None, reason="PyTorch not installed (optional extra: pip install '.[torch]')")
 @pytest.mark.parametrize("config", [SIGMOID, RELU], ids=lambda c: c.name)
-def test_torch_baseline_takes_jax_grads_steps(config):
+def test_torch_baseline_takes_jax_grads_steps(config, x64):
     torch = torch_module()
     run, model = torch_steps(config)
     model.double()

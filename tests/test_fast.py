@@ -42,6 +42,7 @@ def model_args():
     return params, x, y
 
 
+@pytest.mark.slow  # nine checks of 2 s: the second `.ci/run` step; experiments/fast_check.py does it at 1M parameters
 def test_fast_mode_passes_the_hand_coded_model_and_catches_every_planted_mistake(model_args):
     correct = fb.check_vjp(NET.hand_loss, *model_args, fast=True, transforms=())
     assert correct.passed and any("fast mode" in n for n in correct.notes)

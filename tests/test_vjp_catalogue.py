@@ -17,7 +17,8 @@ FLOAT64 = True
 DIAGNOSIS_BAR = 0.9
 
 
-@pytest.fixture(scope="module", params=[jnp.float64, jnp.float32], ids=["float64", "float32"])
+@pytest.fixture(scope="module", params=[jnp.float64, pytest.param(jnp.float32, marks=pytest.mark.slow)],
+                ids=["float64", "float32"])  # float32: the second `.ci/run` step (the suite's time budget)
 def reports(request):
     return {name: fb.check_vjp(case.fn, *case.args, dtype=request.param, transforms=()) for name, case in CATALOGUE.items()}
 
