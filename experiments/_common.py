@@ -63,8 +63,10 @@ def build(run: dict) -> fb.Network:
     """An MLP from run["sizes"], or any network from run["layers"] (`fnbackprop.architecture`, on MNIST images)."""
     if "layers" in run:
         from fnbackprop.architecture import layers_from_spec
+        from fnbackprop.data import IMAGE_SHAPES
 
-        return fb.network(layers_from_spec(run["layers"], 10, (28, 28, 1), 784), (784,), output=run["output"], loss=run["loss"])
+        return fb.network(layers_from_spec(run["layers"], 10, IMAGE_SHAPES["mnist"], 784), (784,), output=run["output"],
+                          loss=run["loss"])
     return fb.mlp(run["sizes"], hidden=run["hidden"], output=run["output"], loss=run["loss"], init=run["init"])
 
 

@@ -103,21 +103,19 @@ def layers_from_spec(spec: str, n_outputs: int, image_shape: tuple | None, n_fea
     """The layers of `spec` for flat inputs: reshaped to `image_shape` before the first image layer,
     flattened before the first dense layer after one, and dense(n_outputs) appended; with
     `n_features`, every layer's shapes are checked (`check_shapes`)."""
-    parsed = parse_layers(spec)
-    layers, image = [], False
-    for kind, layer in parsed:
+    layers, image, flattened = [], False, False  # image: the output so far is (m, H, W, C); flattened: no longer
+    for kind, layer in parse_layers(spec):
         if kind in IMAGE_LAYERS and not image:
+            if flattened:
+                raise ValueError(f"{kind} cannot follow a dense or flatten layer: its input is no longer an image")
             if image_shape is None:
                 raise ValueError(f"{kind} needs image inputs; this dataset's rows have no image shape")
-            if any(k in ("dense", "flatten") for k, _ in parsed[:parsed.index((kind, layer))]):
-                raise ValueError(f"{kind} cannot follow a dense or flatten layer: its input is no longer an image")
             layers.append(reshape(image_shape))
             image = True
         if kind == "dense" and image:
             layers.append(flatten())
-            image = False
-        if kind == "flatten":
-            image = False
+        if kind in ("dense", "flatten"):
+            image, flattened = False, True
         layers.append(layer)
     if image:
         layers.append(flatten())

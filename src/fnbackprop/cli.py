@@ -485,16 +485,21 @@ def run_bench(args: argparse.Namespace) -> int:
         for impl, t in epoch["seconds_per_epoch"].items():
             et.add_row(impl, f"{t['median']:.3f}", f"{t['q1']:.3f}-{t['q3']:.3f}")
         console.print(et)
-    tt = Table(title="targets (issue 8)")
-    for col in ("target", "measured", "verdict"):
-        tt.add_column(col)
-    for name, ok, measured in targets(results):
-        tt.add_row(name, measured, _verdict(ok))
-    console.print(tt)
+    _print_targets("targets (issue 8)", targets(results))
     suffix = "-quick" if args.quick else ""
     write_plot(results, out / f"bench{suffix}.png")
     console.print(f"plot: {out / f'bench{suffix}.png'}")
     return _bench_conv(args, out, results)
+
+
+def _print_targets(title: str, rows: list[tuple[str, bool, str]]) -> None:
+    """A table of (target, met, measured) rows, each with its verdict."""
+    table = Table(title=title)
+    for col in ("target", "measured", "verdict"):
+        table.add_column(col)
+    for name, ok, measured in rows:
+        table.add_row(name, measured, _verdict(ok))
+    console.print(table)
 
 
 def _bench_conv(args: argparse.Namespace, out: Path, results: dict) -> int:
@@ -519,12 +524,7 @@ def _bench_conv(args: argparse.Namespace, out: Path, results: dict) -> int:
         for row in r["profile"]:
             pt.add_row(row["layer"], f"{row['forward_ms']:.3f}", f"{row['backward_ms']:.3f}")
         console.print(pt)
-    tt = Table(title="targets (issue 14)")
-    for col in ("target", "measured", "verdict"):
-        tt.add_column(col)
-    for name, ok, measured in conv_targets(conv):
-        tt.add_row(name, measured, _verdict(ok))
-    console.print(tt)
+    _print_targets("targets (issue 14)", conv_targets(conv))
     suffix = ("-quick" if args.quick else "") + ("-conv" if args.conv_only else "")
     write_json({**results, "conv": conv}, out / f"bench{suffix}.json")
     console.print(f"results: {out / f'bench{suffix}.json'}")

@@ -13,7 +13,8 @@ an error whose norm is 10x the tolerance goes unseen with probability below 1e-2
 
 A kink of f between x - hv and x + hv (ReLU units cross 0 when every entry moves) changes D at first
 order in its position; it is detected as D(h) != D(h / 4) beyond the rounding and truncation levels,
-and that direction is dropped (the report counts them). Entry-wise FD, which sees every kink entry by
+and that direction is dropped (`projection_error` returns how many were used and dropped; with none
+left the error is NaN, taken as a disagreement: every leaf then gets LEAF_PROJECTIONS directions of its own). Entry-wise FD, which sees every kink entry by
 entry, runs only inside the leaves that fail (`fnbackprop.verify.judge(..., projections=k)`).
 """
 

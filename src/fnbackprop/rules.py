@@ -148,8 +148,8 @@ def evaluate(closed: jex.ClosedJaxpr, args: list, walk: Walk) -> list:
         if slips:
             walk.sites.append((label, slips))
         if slips and len(walk.sites) - 1 == walk.alter:
-            outs = [_elementwise_slip(compute, invals, _unit(eqn), walk.kind) if walk.kind in slips[:2] and _unit(eqn) is not None
-                    else _untransposed(compute, invals, int(walk.kind.split(":")[1]))]
+            outs = [_untransposed(compute, invals, int(walk.kind.split(":")[1])) if walk.kind.startswith("transpose")
+                    else _elementwise_slip(compute, invals, _unit(eqn), walk.kind)]
         else:
             outs = compute(invals)
         for var, value in zip(eqn.outvars, outs):
@@ -239,10 +239,11 @@ def without_rules(f: Callable) -> Callable:
     run = _run(f, Walk)
     compiled: dict = {}
 
+    def traceable(leaf: Any) -> bool:  # an array or a number; anything else (a string, a bool flag) is static
+        return hasattr(leaf, "shape") or (isinstance(leaf, (int, float, complex)) and not isinstance(leaf, bool))
+
     def bypassed(*args: Any) -> Any:
-        static = tuple(i for i, a in enumerate(args) if not all(hasattr(leaf, "shape") or isinstance(leaf, (int, float, complex))
-                                                                and not isinstance(leaf, bool)
-                                                                for leaf in jax.tree_util.tree_leaves(a)))
+        static = tuple(i for i, a in enumerate(args) if not all(traceable(leaf) for leaf in jax.tree_util.tree_leaves(a)))
         if static not in compiled:
             compiled[static] = jax.jit(run, static_argnums=static)
         return compiled[static](*args)

@@ -122,12 +122,16 @@ class FDSample(NamedTuple):
     noise: np.ndarray
 
 
+def numpy_rng(key: Array) -> np.random.Generator:
+    """A numpy generator seeded by a JAX key's bits: draws of any size without compiling a kernel for each."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+
+
 def random_entries(key: Array, size: int, most: int = MAX_FD_ENTRIES) -> np.ndarray:
     """All flat indices of a tensor of `size` entries, or `most` of them drawn without replacement."""
     if size <= most:
         return np.arange(size)
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())  # numpy: no kernel per size
-    return np.sort(rng.choice(size, most, replace=False))
+    return np.sort(numpy_rng(key).choice(size, most, replace=False))
 
 
 #: most floats held at once by the batched evaluations of finite differences (evaluations x entries)

@@ -51,7 +51,7 @@ from .numerics import TOL_FINITE_DIFF, TOL_FLOAT32, TOL_FLOAT64, leaf_rel_err, n
 from .rules import derivative_variants
 from .projections import (PROJECTIONS, LEAF_PROJECTIONS, LOCALISE_ENTRIES, Projections, leaf_supports, projected_differences,
                           projection_error, support_norms)
-from .verdicts import (MAX_FD_ENTRIES as MAX_FD_ENTRIES, Report as Report, TensorRow as TensorRow,
+from .verdicts import (MAX_FD_ENTRIES as MAX_FD_ENTRIES, numpy_rng, Report as Report, TensorRow as TensorRow,
                        compare_tensor as compare_tensor, entries_to_probe, failure_row,
                        finite_differences_at as finite_differences_at)
 
@@ -135,8 +135,8 @@ def expect_pair(stage: str, out: Any, first: str, second: str) -> tuple:
 def move_off_special_values(key: Array, params: Any) -> Any:
     """Each floating leaf p + (s/2) u, u ~ U(-1, 1): s = std(p), or |c| for a constant leaf c != 0, or 1.
 
-    Drawn with numpy from the key's bits (a handful of leaves does not need a compiled kernel each)."""
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    Drawn with numpy from the key's bits (`numpy_rng`)."""
+    rng = numpy_rng(key)
 
     def move(leaf: Any) -> Any:
         value = np.asarray(leaf)
