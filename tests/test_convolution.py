@@ -105,15 +105,20 @@ def test_each_planted_convolution_mistake_fails_the_checker():
     assert reports["conv2d: db not summed over positions"].diagnosis.startswith("broadcast-sum")
 
 
-def test_max_pool_routes_a_tie_to_the_first_maximal_entry_and_the_checker_calls_it_a_kink():
+def test_max_pool_shares_a_tie_evenly_as_jax_grad_does_and_the_checker_calls_it_a_kink():
     pool = fb.max_pool(2)
     x = jnp.zeros((1, 4, 4, 1)).at[0, 1, 1, 0].set(-1.0).at[0, 2, 3, 0].set(2.0)  # ties of zeros, one clear maximum
     y, cache = pool.forward({}, x)
     dy = jnp.arange(1.0, 5.0).reshape(1, 2, 2, 1)
     _, dx = pool.backward({}, cache, dy)
     expected = np.zeros((4, 4))
-    expected[0, 0], expected[0, 2], expected[2, 0], expected[2, 3] = 1.0, 2.0, 3.0, 4.0  # first zero of each tie; the 2.0
-    np.testing.assert_array_equal(np.asarray(dx)[0, :, :, 0], expected)
+    expected[0, 0] = expected[0, 1] = expected[1, 0] = 1.0 / 3  # three tied zeros (the fourth entry is -1)
+    expected[0:2, 2:4] = 2.0 / 4  # an all-zero window: four ways
+    expected[2:4, 0:2] = 3.0 / 4
+    expected[2, 3] = 4.0  # the clear maximum takes all of dy
+    np.testing.assert_allclose(np.asarray(dx)[0, :, :, 0], expected, rtol=1e-6)
+    autodiff = jax.vjp(lambda x: pool.forward({}, x)[0], x)[1](dy)[0]
+    np.testing.assert_allclose(np.asarray(dx), np.asarray(autodiff), rtol=1e-6)
     report = fb.check_layer(pool, jax.random.PRNGKey(0), x=jnp.zeros((2, 4, 4, 1)))  # every window tied
     assert report.passed and report.rows[-1].verdict == "kink"
 

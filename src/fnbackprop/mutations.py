@@ -260,8 +260,8 @@ def conv_mutations() -> dict[str, LayerMutant]:
     pool = max_pool(2)
 
     def every_entry(p, cache, dy, g, dx):  # dy to all four entries of each window, not to its arg-max
-        token, _ = cache
-        return g, col2im(jnp.broadcast_to(dy[:, :, :, None, None, :], (*dy.shape[:3], 2, 2, dy.shape[-1])), token.shape[1:3], (2, 2))
+        x, _ = cache
+        return g, col2im(jnp.broadcast_to(dy[:, :, :, None, None, :], (*dy.shape[:3], 2, 2, dy.shape[-1])), x.shape[1:3], (2, 2))
 
     return {
         "conv2d: kernel not rotated in dx": LayerMutant(xla, _rewired(xla, "kernel not rotated", unflipped), (7, 7, 2)),
