@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import fnbackprop as fb
 from fnbackprop.data import Dataset, load_mnist
-from fnbackprop.train import fit, make_optimizer
+from fnbackprop.train import fit, make_optimizer, split_logits
 
 matplotlib.use("Agg")
 
@@ -86,7 +86,10 @@ def train(run: dict, data: Dataset, on_epoch: Callable[[dict], None] | None = No
     x, y = (data.x_val, data.y_val) if run["split"] == "val" else (data.x_test, data.y_test)
     curves = {split: [100 * h[f"{split}_accuracy"] for h in result.history] for split in ("val", "test")
               if f"{split}_accuracy" in result.history[0]}
-    return {**run, "accuracy": curve, "best": max(curve), "final": curve[-1], "curves": curves,
+    extra = {}
+    if run.get("keep_test_predictions"):  # for ensembles: the final network's class for every test image
+        extra["test_predictions"] = np.asarray(split_logits(net, result.params, data.x_test)).argmax(-1).tolist()
+    return {**run, "accuracy": curve, "best": max(curve), "final": curve[-1], "curves": curves, **extra,
             **final_outputs(net, result.params, x, y),
             "cost": [h["mean_batch_cost"] for h in result.history],
             "seconds_per_epoch": float(np.median([h["seconds"] for h in result.history])),

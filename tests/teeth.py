@@ -40,13 +40,13 @@ class Mistake(NamedTuple):
 
 MISTAKES = [
     # the backward functions
-    Mistake("dense: db = mean instead of sum", "layers/dense.py", '"b": jnp.sum(dz, axis=0)}', '"b": jnp.mean(dz, axis=0)}'),
-    Mistake("dense: dx = dZ W scaled by 2", "layers/dense.py", "}, dz @ params[\"W\"]", "}, 2 * dz @ params[\"W\"]"),
-    Mistake("dense: forward subtracts b", "layers/dense.py", 'x @ params["W"].T + params["b"], x', 'x @ params["W"].T - params["b"], x'),
+    Mistake("dense: db = mean instead of sum", "layers/dense.py", '"b": jnp.sum(rows, axis=0)}', '"b": jnp.mean(rows, axis=0)}'),
+    Mistake("dense: dx = dZ W scaled by 2", "layers/dense.py", "return grads, dz @ params[\"W\"]", "return grads, 2 * dz @ params[\"W\"]"),
+    Mistake("dense: forward subtracts b", "layers/dense.py", '(z + params["b"] if', '(z - params["b"] if'),
     Mistake("norm: mean term dropped in dx", "layers/normalisation.py", "(n * dxhat - jnp.sum(dxhat, axis, keepdims=True) - xhat",
             "(n * dxhat - xhat"),
     Mistake("norm: gamma forgotten in dx", "layers/normalisation.py", "_normalisation_dx(dy * params[\"gamma\"], xhat", "_normalisation_dx(dy, xhat"),
-    Mistake("norm: dgamma without xhat", "layers/normalisation.py", '{"gamma": jnp.sum(dy * xhat, axis=0)', '{"gamma": jnp.sum(dy, axis=0)'),
+    Mistake("norm: dgamma without xhat", "layers/normalisation.py", '{"gamma": jnp.sum(dy * xhat, axis=leading)', '{"gamma": jnp.sum(dy, axis=leading)'),
     Mistake("dropout: mask forgotten in the backward", "layers/regularisation.py", "return {}, dy * scale", "return {}, dy"),
     Mistake("dropout: no 1/(1 - rate) in the forward", "layers/regularisation.py", ".astype(x.dtype) / (1 - rate)", ".astype(x.dtype)"),
     Mistake("residual: skip path dropped in dx", "layers/composition.py", "return grads, dy + dh", "return grads, dh"),
@@ -67,6 +67,14 @@ MISTAKES = [
             "lambda z, a: a, \"g'(z) = sigmoid(z)\""),
     Mistake("silu: sign in the derivative", "activations.py", "(1 + z * (1 - jax.nn.sigmoid(z)))", "(1 + z * (1 + jax.nn.sigmoid(z)))"),
     Mistake("huber: clipped at 1/2", "activations.py", "jnp.clip(z, -1.0, 1.0)", "jnp.clip(z, -0.5, 0.5)"),
+    Mistake("gelu: the erf form's derivative", "activations.py", "lambda z, a: _gelu_tanh_derivative(z),",
+            "lambda z, a: jax.scipy.stats.norm.cdf(z) + z * jax.scipy.stats.norm.pdf(z),"),
+    # the GPT (issue 15)
+    Mistake("attention: 1/sqrt(hs) missing in the backward", "layers/attention.py", "dq = dS @ k / math.sqrt(hs)", "dq = dS @ k"),
+    Mistake("attention: causal mask forgotten in the backward", "layers/attention.py", "dS = softmax_vjp(P, dP)",
+            "dS = softmax_vjp(jax.nn.softmax(q @ k.transpose(0, 1, 3, 2) / math.sqrt(hs), axis=-1), dP)"),
+    Mistake("gpt: the head's use of wte dropped", "gpt.py", "tied_sum(g_emb[\"wte\"], dwte_head)", "g_emb[\"wte\"]"),
+    Mistake("embedding: rows set, not added", "layers/attention.py", ".at[idx.reshape(-1)].add(", ".at[idx.reshape(-1)].set("),
     # loss gradients
     Mistake("mse: factor 2 dropped", "losses.py", "lambda a, y: 2 * (a - y) / _batch_size(a)", "lambda a, y: (a - y) / _batch_size(a)"),
     Mistake("quadratic: 1/m dropped", "losses.py", "_quadratic, lambda a, y: (a - y) / _batch_size(a)", "_quadratic, lambda a, y: (a - y)"),

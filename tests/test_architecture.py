@@ -39,6 +39,7 @@ def test_a_spec_that_cannot_be_built_is_refused_in_words(spec, image, message):
     assert message in str(err.value)
 
 
+@pytest.mark.slow  # 13 s: two conv training runs (suite time)
 def test_train_a_conv_net_from_the_command_line_and_resume_it(tmp_path, capfd):
     argv = ["train", "--dataset", "digits", "--layers", "conv(4,3) relu maxpool(2) dense(16) relu", "--out", str(tmp_path)]
     assert cli.main([*argv, "--epochs", "1"]) == 0

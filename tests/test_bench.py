@@ -119,6 +119,7 @@ def test_conv_targets_are_judged_from_the_measured_medians():
     }
 
 
+@pytest.mark.slow  # 9 s: four compiled conv steps (suite time)
 def test_the_conv_contenders_take_the_same_step():
     """hand and jax.grad, im2col and XLA: after two SGD steps, the same parameters (float32 rounding)."""
     from fnbackprop.bench_conv import batches, jax_steps, nielsen_conv_net

@@ -68,7 +68,8 @@ CONFIGS = list(random_configs(4)) + [((3, 3), (2, 2), "SAME", (1, 7, 6, 2), 3), 
                                      ((2, 2), (3, 3), 1, (2, 8, 7, 3), 2)]  # int padding, stride above the kernel
 
 
-@pytest.mark.parametrize("impl", ["xla", "im2col"])
+# the XLA form's draws compile slowly (18 s): slow step; in the main step it meets im2col in a whole network below
+@pytest.mark.parametrize("impl", [pytest.param("xla", marks=pytest.mark.slow), "im2col"])
 def test_both_implementations_equal_the_loop_reference(impl):
     for i, (kernel, stride, padding, x_shape, n_out) in enumerate(CONFIGS):
         layer = fb.conv2d(n_out, kernel, stride, padding, impl=impl)
@@ -86,6 +87,7 @@ def test_both_implementations_equal_the_loop_reference(impl):
         assert max(errors) < 1e-10, (kernel, stride, padding, x_shape, errors)  # float64 rounding of sums of <100 terms
 
 
+@pytest.mark.slow  # 21 s: the checker on each of seven layers
 def test_the_checker_passes_each_conv_and_pooling_layer():
     key = jax.random.PRNGKey(3)
     layers = [(fb.conv2d(3, 3, 2, "SAME", impl="xla"), (5, 4, 2)), (fb.conv2d(3, (2, 3), (1, 2), 1, impl="im2col"), (6, 7, 2)),

@@ -20,6 +20,11 @@ def sigmoid(z):
     return 1 / (1 + np.exp(-z))
 
 
+def gelu_tanh(z):
+    """GPT-2's GELU (Hendrycks and Gimpel 2016, eq. for the tanh approximation)."""
+    return 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3)))
+
+
 # g and g', each from its definition (not from the engine)
 G = {
     "identity": (lambda z: z, lambda z: np.ones_like(z)),
@@ -30,6 +35,7 @@ G = {
     "softplus": (lambda z: np.log1p(np.exp(z)), sigmoid),
     "silu": (lambda z: z * sigmoid(z), lambda z: sigmoid(z) + z * sigmoid(z) * (1 - sigmoid(z))),
     "huber": (lambda z: np.where(np.abs(z) <= 1, z * z / 2, np.abs(z) - 0.5), lambda z: np.where(np.abs(z) <= 1, z, np.sign(z))),
+    "gelu": (lambda z: gelu_tanh(z), lambda z: np.imag(gelu_tanh(z + 1e-30j)) / 1e-30),  # g' by the complex step, no derivation
 }
 # every output activation and loss the library accepts together: the regression losses take any output
 HEADS = [(out, loss) for loss in ("mse", "quadratic") for out in [*G, "softmax"]] + [("sigmoid", "bce"), ("softmax", "cross_entropy")]

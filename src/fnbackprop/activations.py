@@ -49,6 +49,16 @@ def _huber(z: Array) -> Array:
     return jnp.where(jnp.abs(z) <= 1.0, 0.5 * z * z, jnp.abs(z) - 0.5)
 
 
+GELU_C = 0.044715
+
+
+def _gelu_tanh_derivative(z: Array) -> Array:
+    """d/dz of z/2 (1 + tanh u), u = sqrt(2/pi) (z + c z^3): the product rule, then the chain rule through tanh."""
+    k = jnp.sqrt(2 / jnp.pi).astype(z.dtype)
+    t = jnp.tanh(k * (z + GELU_C * z**3))
+    return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * k * (1 + 3 * GELU_C * z * z)
+
+
 ACTIVATIONS: dict[str, Activation] = {
     act.name: act
     for act in (
@@ -79,6 +89,13 @@ ACTIVATIONS: dict[str, Activation] = {
             _huber,
             lambda z, a: jnp.clip(z, -1.0, 1.0),
             "g(z) = z^2/2 if |z| <= 1 else |z| - 1/2;  g'(z) = clip(z, -1, 1)  (Dong's tutorial names it)",
+        ),
+        Activation(
+            "gelu",
+            lambda z: jax.nn.gelu(z, approximate=True),
+            lambda z, a: _gelu_tanh_derivative(z),
+            "g(z) = z/2 (1 + tanh u), u = sqrt(2/pi) (z + 0.044715 z^3);  "
+            "g'(z) = (1 + tanh u)/2 + z/2 (1 - tanh^2 u) sqrt(2/pi) (1 + 3 0.044715 z^2)  (GPT-2's tanh form)",
         ),
         Activation(
             "softmax",

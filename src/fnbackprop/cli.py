@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .cli_gpt import add_gpt_options, add_sample_command, run_train_gpt
+
 console = Console(width=None if sys.stdout.isatty() else 160)  # full tables in logs and pipes
 #: progress, spinners and summaries when stdout must stay machine-readable (--json)
 status_console = Console(stderr=True)
@@ -327,7 +329,8 @@ def _names(text: str) -> list[str]:
 
 
 def _gradient_check(net, params, x, y) -> float:
-    """Max relative error of the hand-coded gradient against jax.grad on one batch."""
+    """Max relative error of the hand-coded gradient against jax.grad on one batch (any model with
+    `value_and_grad` and `loss` taking (params, x, y): a network or a GPT)."""
     import jax
 
     from .numerics import rel_err
@@ -335,14 +338,35 @@ def _gradient_check(net, params, x, y) -> float:
     return rel_err(jax.jit(net.value_and_grad)(params, x, y)[1], jax.jit(jax.grad(net.loss))(params, x, y))
 
 
-def run_train(args: argparse.Namespace) -> int:
-    """Train an MLP; check the hand-coded gradient on one batch first; JSON, checkpoint and a plot."""
-    import jax
+def gradient_check_passes(net, params, x, y) -> bool:
+    """Run `_gradient_check` before training and say how it went (float32 tolerance)."""
+    from .numerics import TOL_FLOAT32
+
+    err = _gradient_check(net, params, x, y)
+    if err > TOL_FLOAT32:
+        console.print(f"[red]gradient check failed: hand-coded vs jax.grad max relative error {err:.1e} > {TOL_FLOAT32:g}[/red]")
+        return False
+    console.print(f"gradient check: hand-coded backward agrees with jax.grad on one batch (max relative error {err:.1e}, float32)")
+    return True
+
+
+def training_progress(unit: str):
+    """The progress bar of a training run: "epoch 3/30" or "iteration 500/2000", a description, the time."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    return Progress(TextColumn(unit), MofNCompleteColumn(), BarColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                    console=console)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train an MLP; check the hand-coded gradient on one batch first; JSON, checkpoint and a plot."""
+    if args.model == "gpt":
+        return run_train_gpt(args)
+    args.lr = 0.05 if args.lr is None else args.lr
+    args.batch_size = 32 if args.batch_size is None else args.batch_size
+    import jax
     from . import data as datasets
     from .network import mlp
-    from .numerics import TOL_FLOAT32
     from .plot import plot_history
     from .checkpoint import CheckpointError
     from .train import TrainingDiverged, fit, initial_params, make_optimizer, make_schedule, resume_from
@@ -400,14 +424,9 @@ def run_train(args: argparse.Namespace) -> int:
         if len(done) >= args.epochs:
             _error(f"the checkpoint in {out} already holds {len(done)} epochs; ask for more with --epochs")
             return 2
-    err = _gradient_check(net, probe, ds.x_train[: args.batch_size], ds.y_train[: args.batch_size])
-    if err > TOL_FLOAT32:
-        console.print(f"[red]gradient check failed: hand-coded vs jax.grad max relative error {err:.1e} > {TOL_FLOAT32:g}[/red]")
+    if not gradient_check_passes(net, probe, ds.x_train[: args.batch_size], ds.y_train[: args.batch_size]):
         return 1
-    console.print(f"gradient check: hand-coded backward agrees with jax.grad on one batch (max relative error {err:.1e}, float32)")
-
-    columns = [TextColumn("epoch"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
-    with Progress(*columns, console=console) as progress:
+    with training_progress("epoch") as progress:
         task = progress.add_task("compiling...", total=args.epochs)
 
         def show(record: dict) -> None:
@@ -445,8 +464,10 @@ def run_bench(args: argparse.Namespace) -> int:
         console.print("PyTorch is not installed: its columns are skipped (pip install \".[torch]\" to add them)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.gpt_only:
+        return _write_bench(args, out, _bench_gpt(args, {}))
     if args.conv_only:
-        return _bench_conv(args, out, {})
+        return _write_bench(args, out, _bench_conv(args, {}))
     try:
         with status_console.status("benchmarking...", spinner="dots") as spinner:
             results = run_benchmark(args.quick, args.gpu, args.torch_compile, args.data_path, args.rounds,
@@ -489,7 +510,7 @@ def run_bench(args: argparse.Namespace) -> int:
     suffix = "-quick" if args.quick else ""
     write_plot(results, out / f"bench{suffix}.png")
     console.print(f"plot: {out / f'bench{suffix}.png'}")
-    return _bench_conv(args, out, results)
+    return _write_bench(args, out, _bench_gpt(args, _bench_conv(args, results)))
 
 
 def _print_targets(title: str, rows: list[tuple[str, bool, str]]) -> None:
@@ -502,9 +523,8 @@ def _print_targets(title: str, rows: list[tuple[str, bool, str]]) -> None:
     console.print(table)
 
 
-def _bench_conv(args: argparse.Namespace, out: Path, results: dict) -> int:
-    """The conv network's step (`fnbackprop.bench_conv`): a table, the profile, the targets; JSON with `results`."""
-    from .bench import write_json
+def _bench_conv(args: argparse.Namespace, results: dict) -> dict:
+    """The conv network's step (`fnbackprop.bench_conv`): a table, the profile, the targets; `results` with "conv" added."""
     from .bench_conv import conv_targets, run_conv_benchmark
 
     with status_console.status("benchmarking the conv network's step...", spinner="dots"):
@@ -525,8 +545,40 @@ def _bench_conv(args: argparse.Namespace, out: Path, results: dict) -> int:
             pt.add_row(row["layer"], f"{row['forward_ms']:.3f}", f"{row['backward_ms']:.3f}")
         console.print(pt)
     _print_targets("targets (issue 14)", conv_targets(conv))
-    suffix = ("-quick" if args.quick else "") + ("-conv" if args.conv_only else "")
-    write_json({**results, "conv": conv}, out / f"bench{suffix}.json")
+    return {**results, "conv": conv}
+
+
+def _bench_gpt(args: argparse.Namespace, results: dict) -> dict:
+    """The GPT's training step (`fnbackprop.bench_gpt`): a table, the profile, the targets; `results` with "gpt" added."""
+    from .bench_gpt import gpt_targets, run_gpt_benchmark
+
+    with status_console.status("benchmarking the GPT's step...", spinner="dots"):
+        gpt = run_gpt_benchmark(args.quick, args.rounds)
+    table = Table(title="GPT training step, AdamW (medians of interleaved rounds)")
+    for col in ("size", "implementation", "ms / step", "IQR (ms)", "GFLOP / step", "% of matmul limit"):
+        table.add_column(col, justify="left" if col in ("size", "implementation") else "right")
+    for r in gpt:
+        for name, t in r["ms_per_step"].items():
+            table.add_row(r["size"], name, f"{t['median']:.1f}", f"{t['q1']:.1f}-{t['q3']:.1f}", f"{r['gflop_per_step']:.2f}",
+                          f"{100 * r['fraction_of_matmul_limit'][name]:.0f}%", end_section=name == list(r["ms_per_step"])[-1])
+    console.print(table)
+    for r in gpt:
+        for name, rows in r["profile"].items():
+            pt = Table(title=f"{name}: the step's costliest compiled operations, {r['size']}")
+            for col in ("operation", "result and origin", "ms per step"):
+                pt.add_column(col, justify="right" if col == "ms per step" else "left")
+            for row in rows:
+                pt.add_row(row["op"], row["what"], f"{row['ms']:.2f}")
+            console.print(pt)
+    _print_targets("targets (issue 15)", gpt_targets(gpt))
+    return {**results, "gpt": gpt}
+
+
+def _write_bench(args: argparse.Namespace, out: Path, results: dict) -> int:
+    from .bench import write_json
+
+    suffix = ("-quick" if args.quick else "") + ("-conv" if args.conv_only else "") + ("-gpt" if args.gpt_only else "")
+    write_json(results, out / f"bench{suffix}.json")
     console.print(f"results: {out / f'bench{suffix}.json'}")
     return 0
 
@@ -554,8 +606,10 @@ def build_parser() -> argparse.ArgumentParser:
                             'integers in [0, bound), default bound 2); floats are checked in float64')
     check.set_defaults(func=run_check)
 
-    train = sub.add_parser("train", help="train an MLP (default: the bundled digits, hand-coded gradients)",
+    train = sub.add_parser("train", help="train an MLP or conv net (default: the bundled digits, hand-coded gradients), "
+                                          "or with --model gpt a character-level GPT",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--model", default="mlp", choices=["mlp", "gpt"], help="mlp: --dataset etc.; gpt: the options below")
     train.add_argument("--dataset", default="digits", choices=["digits", "breast_cancer", "diabetes", "mnist"])
     train.add_argument("--data-path", default=None, help="MNIST: mnist.pkl.gz or a folder of IDX files (else $FNBACKPROP_MNIST)")
     train.add_argument("--widths", type=_ints, default=[64], help="hidden layer widths, comma-separated")
@@ -567,13 +621,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--loss", default=None, help="loss (default: by task)")
     train.add_argument("--init", default="he", help="weight init: lecun, he, nielsen, nielsen_large")
     train.add_argument("--optimizer", default="momentum", help="sgd, momentum, nesterov, adam, rmsprop, adagrad")
-    train.add_argument("--lr", type=in_range(float, 0, low_open=True), default=0.05, help="learning rate eta")
+    train.add_argument("--lr", type=in_range(float, 0, low_open=True), default=None, help="learning rate eta (MLP: 0.05)")
     train.add_argument("--momentum", type=in_range(float, 0, 1, high_open=True), default=0.9)
     train.add_argument("--schedule", default="constant", help="constant, exponential, step, cosine")
     train.add_argument("--decay-rate", type=in_range(float, 0, 1, low_open=True), default=0.5, help="exponential/step: factor per --decay-epochs")
     train.add_argument("--decay-epochs", type=in_range(float, 0, low_open=True), default=10)
     train.add_argument("--l2", type=in_range(float, 0), default=0.0, help="lambda of Dong's L2 rule W -= (eta lambda / n) W")
-    train.add_argument("--batch-size", type=positive_int, default=32)
+    train.add_argument("--batch-size", type=positive_int, default=None, help="MLP: 32")
     train.add_argument("--epochs", type=positive_int, default=30)
     train.add_argument("--seed", type=seed_int, default=0)
     train.add_argument("--grad-source", default="hand", choices=["hand", "autodiff"])
@@ -581,7 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     train.add_argument("--devices", type=positive_int, default=1,
                        help="data-parallel over N devices (CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N)")
+    add_gpt_options(train)
     train.set_defaults(func=run_train)
+    add_sample_command(sub)
 
     bench = sub.add_parser("bench", help="time the hand-coded backward against jax.grad, PyTorch and numpy",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -592,6 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data-path", default=None, help="MNIST for the epoch timing (else $FNBACKPROP_MNIST, ../shared/data)")
     bench.add_argument("--out", default="runs/bench", help="folder for bench.json and bench.png")
     bench.add_argument("--conv-only", action="store_true", help="only the conv network's step (bench-conv.json)")
+    bench.add_argument("--gpt-only", action="store_true", help="only the GPT's step (bench-gpt.json)")
     bench.set_defaults(func=run_bench)
     return parser
 

@@ -9,10 +9,13 @@ do in a hand derivation where they go unnoticed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, Callable, NamedTuple
+from unittest import mock
 
 import jax
+import jax.scipy.stats  # noqa: F401  (the erf-form GELU derivative)
 import jax.numpy as jnp
 
 from .activations import ACTIVATIONS, Activation
@@ -173,6 +176,8 @@ def _activation_mutants() -> dict[str, LayerMutant]:
         wrong = {"g(Z) instead of g'(Z)": lambda z, a: a}
         if name != "identity":  # identity's g' is 1: leaving it out is no mistake
             wrong["missing g'"] = lambda z, a: jnp.ones_like(z)
+        if name == "gelu":  # the forward is the tanh form, the derivative taken from the exact erf form
+            wrong["erf-form derivative"] = lambda z, a: jax.scipy.stats.norm.cdf(z) + z * jax.scipy.stats.norm.pdf(z)
         correct = activation(act)
         for label, derivative in wrong.items():
             out[f"{name}: {label}"] = LayerMutant(correct, activation(dataclasses.replace(act, derivative=derivative)), (6,))
@@ -275,3 +280,58 @@ def conv_mutations() -> dict[str, LayerMutant]:
 def layer_mutations() -> dict[str, LayerMutant]:
     """Every built-in layer and head with each of its classic mistakes (see the individual rules)."""
     return {**_dense_mutants(), **_activation_mutants(), **_structural_mutants(), **_head_mutants()}
+
+
+# ----- the GPT's classic mistakes (issue 15), planted for the length of a `with` block ---------------------
+def _attention_without_scale_in_backward(params, cache, dout):
+    """dQ = dS K and dK = dS^T Q: the forward's 1/sqrt(hs) forgotten in the backward (q, k scaled up to cancel it)."""
+    from .layers.attention import attention_backward
+    x, q, k, v, P, *rest = cache
+    s = jnp.sqrt(jnp.asarray(q.shape[-1], q.dtype))
+    return attention_backward(params, (x, q * s, k * s, v, P, *rest), dout)
+
+
+def _attention_without_mask_in_backward(params, cache, dout):
+    """The backward recomputes P = softmax(Q K^T / sqrt(hs)) without the causal mask."""
+    from .layers.attention import attention_backward
+    x, q, k, v, P, *rest = cache
+    unmasked = jax.nn.softmax(q @ k.transpose(0, 1, 3, 2) / jnp.sqrt(jnp.asarray(q.shape[-1], q.dtype)), axis=-1)
+    return attention_backward(params, (x, q, k, v, unmasked, *rest), dout)
+
+
+def _normalisation_dx_without_mean(dxhat, xhat, inv_std, axis):
+    """dx = (inv_std / N)(N dxhat - xhat sum(dxhat xhat)): the mean term dropped."""
+    n = xhat.shape[axis]
+    return inv_std / n * (n * dxhat - xhat * jnp.sum(dxhat * xhat, axis, keepdims=True))
+
+
+def _gelu_erf_derivative(z, a):
+    """Phi(z) + z phi(z): the exact GELU's derivative, for a forward that uses the tanh approximation."""
+    return jax.scipy.stats.norm.cdf(z) + z * jax.scipy.stats.norm.pdf(z)
+
+
+GPT_MISTAKES: dict[str, Callable[[], Any]] = {
+    "attention: 1/sqrt(hs) missing in the backward":
+        lambda: mock.patch("fnbackprop.gpt.attention_backward", _attention_without_scale_in_backward),
+    "attention: causal mask forgotten in the backward":
+        lambda: mock.patch("fnbackprop.gpt.attention_backward", _attention_without_mask_in_backward),
+    "tied embedding: the head's use dropped": lambda: mock.patch("fnbackprop.gpt.tied_sum", lambda embedding_use, head_use: embedding_use),
+    "layer norm: mean term missing in dx":
+        lambda: mock.patch("fnbackprop.layers.normalisation._normalisation_dx", _normalisation_dx_without_mean),
+    "gelu: the erf form's derivative":
+        lambda: mock.patch.dict(ACTIVATIONS, {"gelu": dataclasses.replace(ACTIVATIONS["gelu"], derivative=_gelu_erf_derivative)}),
+}
+
+
+@contextlib.contextmanager
+def planted_gpt_mistake(name: str):
+    """Within the block, GPTs built there (`fnbackprop.gpt`) carry the named mistake in their backward:
+
+        with planted_gpt_mistake("attention: 1/sqrt(hs) missing in the backward"):
+            model = gpt(...)
+            report = check_vjp(model.hand_loss, params, idx, targets)
+    """
+    if name not in GPT_MISTAKES:
+        raise ValueError(f"unknown GPT mistake {name!r}; expected one of {sorted(GPT_MISTAKES)}")
+    with GPT_MISTAKES[name]():
+        yield

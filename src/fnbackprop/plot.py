@@ -32,3 +32,16 @@ def plot_history(history: list[dict], path: str | os.PathLike, title: str) -> No
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_lm_history(history: list[dict], path: str | os.PathLike, title: str) -> None:
+    """A language model's estimated train and validation loss against the iteration."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    its = [h["iteration"] for h in history]
+    for split in ("train", "val"):
+        ax.plot(its, [h[f"{split}_loss"] for h in history], marker=".", label=f"{split} loss")
+    ax.set(xlabel="iteration", ylabel="cross-entropy (nats per character)", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -12,9 +12,11 @@ Each layer's backward sits beside its forward, its derivation in the docstring:
 - `normalisation`: `batch_norm`, `layer_norm`;
 - `regularisation`: `dropout`;
 - `composition`: `residual`;
+- `attention`: `embedding`, `causal_self_attention` (sequences (m, T, C), GPT-2);
 - `convolution`: `conv2d`, `max_pool`, `avg_pool`, `flatten`, `reshape` (NHWC inputs, HWIO kernels).
 """
 
+from .attention import causal_self_attention as causal_self_attention, embedding as embedding
 from .composition import residual as residual
 from .convolution import (avg_pool as avg_pool, conv2d as conv2d, flatten as flatten, max_pool as max_pool,
                           reshape as reshape)

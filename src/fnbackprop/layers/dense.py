@@ -50,8 +50,10 @@ INIT_SCHEMES = ("lecun", "he", "nielsen", "nielsen_large")
 
 
 def dense_forward(params: dict, x: Array) -> tuple[Array, Array]:
-    """Z = A_prev W^T + b  (Ng: Z[l] = W[l] A[l-1] + B[l]); the cache is A_prev."""
-    return x @ params["W"].T + params["b"], x
+    """Z = A_prev W^T + b  (Ng: Z[l] = W[l] A[l-1] + B[l]); the cache is A_prev. Leading axes beyond the
+    batch (a sequence's positions, x: (m, T, n_in)) are more rows; without "b" in params, no bias."""
+    z = x @ params["W"].T
+    return (z + params["b"] if "b" in params else z), x
 
 
 def dense_backward(params: dict, x: Array, dz: Array) -> tuple[dict, Array]:
@@ -59,21 +61,24 @@ def dense_backward(params: dict, x: Array, dz: Array) -> tuple[dict, Array]:
 
     dZ already holds the 1/m of the averaged cost (see `fnbackprop.losses`).
     """
-    return {"W": dz.T @ x, "b": jnp.sum(dz, axis=0)}, dz @ params["W"]
+    rows, x_rows = dz.reshape(-1, dz.shape[-1]), x.reshape(-1, x.shape[-1])  # every leading axis: rows
+    grads = {"W": rows.T @ x_rows, **({"b": jnp.sum(rows, axis=0)} if "b" in params else {})}
+    return grads, dz @ params["W"]
 
 
-def dense(n_out: int, init: str = "lecun") -> Layer:
-    """A fully connected layer without activation: Z = A_prev W^T + b."""
+def dense(n_out: int, init: str = "lecun", bias: bool = True) -> Layer:
+    """A fully connected layer without activation: Z = A_prev W^T + b (no b with bias=False), on
+    inputs (m, n_in) or (m, ..., n_in)."""
     if not isinstance(n_out, int) or n_out <= 0:
         raise ValueError(f"dense layer width must be a positive integer, got {n_out!r}")
     if init not in INIT_SCHEMES:
         raise ValueError(f"unknown init scheme {init!r}; expected one of {list(INIT_SCHEMES)}")
 
     def init_fn(key: Array, in_shape: tuple[int, ...]) -> dict:
-        (n_in,) = in_shape
-        return init_dense_params(key, n_in, n_out, init)
+        params = init_dense_params(key, in_shape[-1], n_out, init)
+        return params if bias else {"W": params["W"]}
 
-    return Layer(init_fn, dense_forward, dense_backward, name=f"dense({n_out})")
+    return Layer(init_fn, dense_forward, dense_backward, name=f"dense({n_out}" + ("" if bias else ", no bias") + ")")
 
 
 def activation(g: str | Activation) -> Layer:

@@ -7,9 +7,11 @@ import jax.numpy as jnp
 from .protocol import Array, Layer
 
 
-def _affine_params(key: Array, in_shape: tuple[int, ...]) -> dict:
-    (n,) = in_shape
-    return {"gamma": jnp.ones((n,), jnp.float32), "beta": jnp.zeros((n,), jnp.float32)}
+def _affine_params(bias: bool):
+    def init(key: Array, in_shape: tuple[int, ...]) -> dict:
+        n = in_shape[-1]
+        return {"gamma": jnp.ones((n,), jnp.float32), **({"beta": jnp.zeros((n,), jnp.float32)} if bias else {})}
+    return init
 
 
 def _normalise(x: Array, axis: int, eps: float) -> tuple[Array, Array]:
@@ -24,19 +26,22 @@ def _normalisation_dx(dxhat: Array, xhat: Array, inv_std: Array, axis: int) -> A
     return inv_std / n * (n * dxhat - jnp.sum(dxhat, axis, keepdims=True) - xhat * jnp.sum(dxhat * xhat, axis, keepdims=True))
 
 
-def _normalisation(axis: int, eps: float, name: str) -> Layer:
-    """y = gamma xhat + beta, xhat normalised over `axis`; dgamma, dbeta sum over the batch (axis 0)."""
+def _normalisation(axis: int, eps: float, name: str, bias: bool = True) -> Layer:
+    """y = gamma xhat + beta (no beta with bias=False), xhat normalised over `axis`; dgamma and dbeta
+    sum over every axis but the features' (the last): the batch, and a sequence's positions."""
 
     def forward(params: dict, x: Array) -> tuple[Array, tuple]:
         xhat, inv_std = _normalise(x, axis, eps)
-        return params["gamma"] * xhat + params["beta"], (xhat, inv_std)
+        y = params["gamma"] * xhat
+        return (y + params["beta"] if bias else y), (xhat, inv_std)
 
     def backward(params: dict, cache: tuple, dy: Array) -> tuple[dict, Array]:
         xhat, inv_std = cache
-        grads = {"gamma": jnp.sum(dy * xhat, axis=0), "beta": jnp.sum(dy, axis=0)}
+        leading = tuple(range(dy.ndim - 1))
+        grads = {"gamma": jnp.sum(dy * xhat, axis=leading), **({"beta": jnp.sum(dy, axis=leading)} if bias else {})}
         return grads, _normalisation_dx(dy * params["gamma"], xhat, inv_std, axis=axis)
 
-    return Layer(_affine_params, forward, backward, name=name)
+    return Layer(_affine_params(bias), forward, backward, name=name)
 
 
 def batch_norm(eps: float = 1e-5) -> Layer:
@@ -52,7 +57,8 @@ def batch_norm(eps: float = 1e-5) -> Layer:
     return _normalisation(0, eps, "batch_norm")
 
 
-def layer_norm(eps: float = 1e-5) -> Layer:
+def layer_norm(eps: float = 1e-5, bias: bool = True) -> Layer:
     """Layer normalisation (Ba et al. 2016): batch normalisation's equations over the features of
-    each example (axis 1) instead of over the batch; dgamma and dbeta still sum over the batch."""
-    return _normalisation(1, eps, "layer_norm")
+    each example (the last axis, of (m, n) or of a sequence's (m, T, C)) instead of over the batch;
+    dgamma and dbeta sum over the batch and the positions. bias=False: no beta (GPT-2 in nanoGPT)."""
+    return _normalisation(-1, eps, "layer_norm" if bias else "layer_norm(no bias)", bias)

@@ -1,0 +1,145 @@
+"""The hand-written GPT on Tiny Shakespeare at nanoGPT's CPU configuration, hand-coded and autodiff gradients.
+
+    python experiments/gpt_shakespeare.py [--seeds 3] [--text PATH] [--quick]
+
+nanoGPT's README (CPU, "I only have a macbook"): 4 layers, 4 heads, 128 wide, context 64, batch 12,
+2,000 iterations, lr 1e-3 decaying to 1e-4, no dropout: validation loss 1.88 in about 3 minutes.
+Each run: the preset (`fnbackprop.lm.PRESETS["shakespeare-char-cpu"]`), evaluations every 250
+iterations on 20 batches, the final validation loss on 200 batches, the training loop's wall time.
+Writes results/gpt_shakespeare.{json,png} and a sample of generated text in the JSON.
+"""
+
+import argparse
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+
+from _common import machine, spread
+from fnbackprop import lm
+
+NANOGPT = {"readme_val_loss": 1.88, "measured_here_val_loss": 1.8857, "measured_here_seconds": 210}
+
+
+def torch_run(config: lm.LMConfig, data: lm.CharData, seed: int, final_batches: int = lm.FINAL_EVAL_BATCHES) -> dict:
+    """The benchmark's PyTorch twin (`bench_gpt.torch_gpt`) trained as nanoGPT's train.py trains: batches drawn
+    with torch.randint on the host, its get_lr (warm-up (it + 1) / (warmup + 1), then cosine), clipping, an
+    evaluation on eval_iters batches of each split every eval_interval iterations, timed with them."""
+    import math
+
+    import torch
+
+    from fnbackprop.bench_gpt import torch_gpt
+
+    model, opt = torch_gpt(config, data.vocab_size, seed)
+    splits = {"train": torch.from_numpy(data.train.astype(np.int64)), "val": torch.from_numpy(data.val.astype(np.int64))}
+    gen = torch.Generator().manual_seed(seed)
+    B, T = config.batch_size, config.block_size
+
+    def get_batch(split):
+        tokens = splits[split]
+        ix = torch.randint(len(tokens) - T, (B,), generator=gen)
+        return torch.stack([tokens[i:i + T] for i in ix]), torch.stack([tokens[i + 1:i + 1 + T] for i in ix])
+
+    def get_lr(it):
+        if it < config.warmup_iters:
+            return config.lr * (it + 1) / (config.warmup_iters + 1)
+        ratio = (it - config.warmup_iters) / (config.lr_decay_iters - config.warmup_iters)
+        return config.min_lr + 0.5 * (1 + math.cos(math.pi * min(ratio, 1))) * (config.lr - config.min_lr)
+
+    @torch.no_grad()
+    def estimate(split, n):
+        model.eval()
+        loss = sum(float(model(*get_batch(split))) for _ in range(n)) / n
+        model.train()
+        return loss
+
+    history, start = [], time.perf_counter()
+    for it in range(config.max_iters + 1):
+        if it % config.eval_interval == 0 or it == config.max_iters:
+            history.append({"iteration": it, "train_loss": estimate("train", config.eval_iters),
+                            "val_loss": estimate("val", config.eval_iters), "seconds": time.perf_counter() - start})
+        if it == config.max_iters:
+            break
+        for group in opt.param_groups:
+            group["lr"] = get_lr(it)
+        loss = model(*get_batch("train"))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.step()
+    seconds = time.perf_counter() - start
+    return {"seed": seed, "grad_source": "pytorch twin", "final_val_loss": estimate("val", final_batches), "train_seconds": seconds,
+            "ms_per_iteration": 1e3 * seconds / config.max_iters, "history": history}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--text", default=None, help="the text file (default: $FNBACKPROP_TEXT, ../shared/data/tinyshakespeare)")
+    p.add_argument("--quick", action="store_true", help="smoke test: 100 iterations, one seed")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--sources", default="hand,autodiff",
+                   help="comma-separated: hand, autodiff, torch (the PyTorch twin trained as nanoGPT's train.py does; needs torch)")
+    args = p.parse_args()
+    started = time.perf_counter()
+    data = lm.load_chars(args.text)
+    base = lm.PRESETS["shakespeare-char-cpu"]
+    if args.quick:
+        base = replace(base, max_iters=100, lr_decay_iters=100, eval_interval=50, warmup_iters=10)
+    sources = [x.strip() for x in args.sources.split(",")]
+    if not set(sources) <= {"hand", "autodiff", "torch"}:
+        p.error(f"--sources: hand, autodiff or torch, got {args.sources!r}")
+    runs, sample = [], None
+    for seed in range(1 if args.quick else args.seeds):
+        for source in [s for s in sources if s != "torch"]:
+            config = replace(base, seed=seed, grad_source=source)
+            result = lm.train_lm(config, data)
+            runs.append({"seed": seed, "grad_source": source, "final_val_loss": result.final_val_loss,
+                         "train_seconds": result.train_seconds, "ms_per_iteration": 1e3 * result.train_seconds / config.max_iters,
+                         "history": result.history})
+            print(f"seed {seed} {source:8s}: val loss {result.final_val_loss:.4f} (200 batches), "
+                  f"{result.train_seconds:.1f} s for {config.max_iters} iterations", flush=True)
+            if source == "hand" and seed == 0:
+                model = lm.model_of(config, data.vocab_size)
+                sample = data.decode(lm.generate(model, result.params, data.encode("ROMEO:"), 500, jax.random.PRNGKey(0)))
+        if "torch" in sources:
+            runs.append(torch_run(replace(base, seed=seed), data, seed))
+            print(f"seed {seed} pytorch twin: val loss {runs[-1]['final_val_loss']:.4f} (200 batches), "
+                  f"{runs[-1]['train_seconds']:.1f} s for {base.max_iters} iterations", flush=True)
+    summary = {source: {"final_val_loss": spread([r["final_val_loss"] for r in runs if r["grad_source"] == source]),
+                        "train_seconds": spread([r["train_seconds"] for r in runs if r["grad_source"] == source])}
+               for source in ("hand", "autodiff", "pytorch twin") if any(r["grad_source"] == source for r in runs)}
+    for source, s in summary.items():
+        print(f"{source}: val loss mean {s['final_val_loss']['mean']:.4f} (max {s['final_val_loss']['max']:.4f}); "
+              f"training loop {s['train_seconds']['mean']:.1f} s")
+    if sample:
+        print(sample)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / ("gpt_shakespeare" + ("" if sources == ["hand", "autodiff"] else "-" + "-".join(sources))
+                       + ("-quick" if args.quick else ""))
+    stem.with_suffix(".json").write_text(json.dumps(
+        {"experiment": "gpt_shakespeare", "quick": args.quick, "machine": machine(), "config": asdict(base),
+         "nanogpt": NANOGPT, "summary": summary, "sample_seed0_hand": sample, "runs": runs,
+         "wall_seconds": time.perf_counter() - started}, indent=1))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in runs:
+        its = [h["iteration"] for h in r["history"]]
+        colour, style = {"hand": ("C0", "-"), "autodiff": ("C1", "--"), "pytorch twin": ("C2", ":")}[r["grad_source"]]
+        ax.plot(its, [h["val_loss"] for h in r["history"]], color=colour, ls=style, alpha=0.8,
+                label=f"{r['grad_source']} gradients" if r["seed"] == 0 else None)
+    ax.axhline(NANOGPT["readme_val_loss"], color="grey", ls=":", label="nanoGPT README (1.88)")
+    ax.set(xlabel="iteration", ylabel="validation loss (20 batches)", ylim=(1.5, 4.5),
+           title="GPT on Tiny Shakespeare, nanoGPT's CPU configuration: hand-written backward vs jax.grad")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(stem.with_suffix(".png"), dpi=110)
+    print(f"wrote {stem.with_suffix('.json')} and .png")
+
+
+if __name__ == "__main__":
+    main()
