@@ -18,12 +18,14 @@ def rows():
     return battery(jax.random.PRNGKey(0))
 
 
+@pytest.mark.slow  # the whole battery: 25 s of finite differences (suite time)
 def test_battery_covers_every_activation_and_valid_head(rows):
     names = {r.component for r in rows}
     assert {f"hidden {g}" for g, a in ACTIVATIONS.items() if a.hidden_ok} <= names
     assert {f"output {o} + {l}" for o, l in valid_heads()} <= names
 
 
+@pytest.mark.slow  # the whole battery: 25 s of finite differences (suite time)
 def test_every_component_agrees_with_all_three_references(rows):
     """float64: hand = jax.grad to 1e-10, and both = central differences to 1e-6 (see numerics)."""
     bad = [r for r in rows if not r.passed]

@@ -464,6 +464,8 @@ def run_bench(args: argparse.Namespace) -> int:
         console.print("PyTorch is not installed: its columns are skipped (pip install \".[torch]\" to add them)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.memory:
+        return _write_bench(args, out, _bench_memory(args, out))
     if args.gpt_only:
         return _write_bench(args, out, _bench_gpt(args, {}))
     if args.conv_only:
@@ -574,10 +576,41 @@ def _bench_gpt(args: argparse.Namespace, results: dict) -> dict:
     return {**results, "gpt": gpt}
 
 
+def _bench_memory(args: argparse.Namespace, out: Path) -> dict:
+    """The memory section (`fnbackprop.bench_memory`): attention against T, the head, the longest context in 2 GiB."""
+    from .bench_memory import plot_memory, run_memory_benchmark
+
+    with status_console.status("measuring memory (compiling every step; a few minutes)...", spinner="dots"):
+        results = run_memory_benchmark(args.quick)
+    names = list(results["attention"][0]["peak_mib"])
+    table = Table(title="attention step, batch 1, 2 heads, width 64: peak MiB (ms per step)")
+    table.add_column("T", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    for r in results["attention"]:
+        table.add_row(f"{r['T']:,}", *(f"{r['peak_mib'][n]:.1f}" + (f" ({r['ms'][n]:.0f} ms)" if n in r["ms"] else "") for n in names))
+    console.print(table)
+    head = results["head"]
+    ht = Table(title=f"cross-entropy head, N {head['N']:,} rows, V {head['V']:,}, d {head['d']}: peak MiB (ms per step)")
+    for name in head["peak_mib"]:
+        ht.add_column(name, justify="right")
+    ht.add_row(*(f"{head['peak_mib'][n]:.1f}" + (f" ({head['ms'][n]:.0f} ms)" if n in head["ms"] else "") for n in head["peak_mib"]))
+    ht.add_row(*(f"temporaries {head['temp_mib'][n]:.1f}" for n in head["peak_mib"]))
+    console.print(ht)
+    console.print("longest context whose attention step fits 2 GiB: "
+                  + ", ".join(f"{n} {t:,}" for n, t in results["longest_context_2GiB"].items()))
+    _print_targets("targets (issue 16)", results["targets"])
+    suffix = "-quick" if args.quick else ""
+    plot_memory(results, out / f"bench-memory{suffix}.png")
+    console.print(f"plot: {out / f'bench-memory{suffix}.png'}")
+    return {"memory": results}
+
+
 def _write_bench(args: argparse.Namespace, out: Path, results: dict) -> int:
     from .bench import write_json
 
-    suffix = ("-quick" if args.quick else "") + ("-conv" if args.conv_only else "") + ("-gpt" if args.gpt_only else "")
+    suffix = ("-quick" if args.quick else "") + ("-conv" if args.conv_only else "") + ("-gpt" if args.gpt_only else "") + \
+        ("-memory" if args.memory else "")
     write_json(results, out / f"bench{suffix}.json")
     console.print(f"results: {out / f'bench{suffix}.json'}")
     return 0
@@ -649,6 +682,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="runs/bench", help="folder for bench.json and bench.png")
     bench.add_argument("--conv-only", action="store_true", help="only the conv network's step (bench-conv.json)")
     bench.add_argument("--gpt-only", action="store_true", help="only the GPT's step (bench-gpt.json)")
+    bench.add_argument("--memory", action="store_true",
+                       help="only the memory section: blockwise attention, the chunked head (bench-memory.json)")
     bench.set_defaults(func=run_bench)
     return parser
 

@@ -10,7 +10,7 @@ from pathlib import Path
 GPT_OPTIONS = {
     "n_layer": int, "n_head": int, "n_embd": int, "block_size": int, "dropout": float, "max_iters": int, "min_lr": float,
     "warmup_iters": int, "lr_decay_iters": int, "beta1": float, "beta2": float, "weight_decay": float, "grad_clip": float,
-    "eval_interval": int, "eval_iters": int,
+    "eval_interval": int, "eval_iters": int, "attention_block": int, "head_chunk": int,
 }
 
 
@@ -24,7 +24,9 @@ def add_gpt_options(train: argparse.ArgumentParser) -> None:
                        help="nanoGPT's CPU or GPU configuration for Tiny Shakespeare")
     group.add_argument("--text", default=None, help="a UTF-8 text file (else $FNBACKPROP_TEXT, ../shared/data/tinyshakespeare)")
     for name, kind in GPT_OPTIONS.items():
-        group.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"{name} (nanoGPT's name)")
+        saver = name in ("attention_block", "head_chunk")
+        group.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+                           help=f"{name}: " + ("a memory saver of the hand-written backward (fb.gpt)" if saver else "nanoGPT's name"))
     group.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None, help="biases in linear maps and layer norms")
 
 

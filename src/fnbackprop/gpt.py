@@ -31,7 +31,7 @@ import numpy as np
 from .activations import ACTIVATIONS
 from .layers import activation, dense, dropout as dropout_layer, layer_norm
 from .layers.attention import GPT2_STD, attention_backward, attention_forward, causal_self_attention, embedding
-from .losses import LOSSES, Head
+from .losses import LOSSES, Head, chunked_softmax_cross_entropy
 
 Array = jax.Array
 Params = Any
@@ -54,7 +54,12 @@ class Trace:
 @dataclass(frozen=True)
 class GPT:
     """GPT-2 with nanoGPT's options: `bias` in the linear maps and layer norms, `dropout` on the
-    embedding, the attention probabilities and each residual branch's output (training only, with a key)."""
+    embedding, the attention probabilities and each residual branch's output (training only, with a key).
+
+    Memory savers of the hand-written backward (the forward's function is unchanged): `attention_block`
+    runs attention over key blocks and recomputes its probabilities in the backward (no (T x T) array;
+    `Trace.probs` is then empty), `head_chunk` computes the head's logits, loss and gradients that many
+    rows at a time (no (m T x vocab) array; `fnbackprop.losses.chunked_softmax_cross_entropy`)."""
 
     vocab_size: int
     block_size: int
@@ -63,6 +68,8 @@ class GPT:
     n_embd: int
     bias: bool = False
     dropout: float = 0.0
+    attention_block: int | None = None
+    head_chunk: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -73,6 +80,12 @@ class GPT:
             raise ValueError(f"gpt: n_head={self.n_head} must divide n_embd={self.n_embd}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"gpt: dropout must lie in [0, 1), got {self.dropout}")
+        for name in ("attention_block", "head_chunk"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+                raise ValueError(f"gpt: {name} must be a positive integer or None, got {value!r}")
+        if self.attention_block is not None and self.dropout > 0:
+            raise ValueError("gpt: blockwise attention (attention_block) stores no probabilities to drop out: use dropout=0")
 
     # ----- the layers, each with its forward beside its backward in `fnbackprop.layers` -------------------
     @functools.cached_property
@@ -121,7 +134,7 @@ class GPT:
         return keys[0], [(keys[1 + 2 * i], keys[2 + 2 * i]) for i in range(self.n_layer)]
 
     def _forward(self, params: Params, idx: Array, key: Array | None, probes: dict | None = None) -> tuple[Array, dict]:
-        """logits and every cache; `probes` (zeros added to each block's input stream, ln_f's input and each
+        """h_f = ln_f(x) (the head's input, logits = h_f wte^T) and every cache; `probes` (zeros added to each block's input stream, ln_f's input and each
         attention's P) let autodiff report the intermediates `trace` computes by hand."""
         L = self._layers
         idx = self._check_idx(idx)
@@ -134,7 +147,7 @@ class GPT:
                 x = x + probes["residual"][i]
             h, c_ln1 = L["ln"].forward(p["ln_1"], x)
             a, c_attn = attention_forward(p["attn"], h, self.n_head, self.dropout, k_attn,
-                                          None if probes is None else probes["probs"][i])
+                                          None if probes is None else probes["probs"][i], self.attention_block)
             x = x + a
             h, c_ln2 = L["ln"].forward(p["ln_2"], x)
             f, c_fc = L["c_fc"].forward(p["mlp"]["c_fc"], h)
@@ -146,12 +159,11 @@ class GPT:
         if probes is not None:
             x = x + probes["residual"][self.n_layer]
         h, caches["ln_f"] = L["ln"].forward(params["ln_f"], x)
-        caches["h_f"] = h
-        return h @ params["wte"].T, caches
+        return h, caches
 
     def apply(self, params: Params, idx: Array, key: Array | None = None) -> Array:
         """The logits (m, T, vocab_size) for tokens idx (m, T); dropout only with a key."""
-        return self._forward(params, idx, key)[0]
+        return self._forward(params, idx, key)[0] @ params["wte"].T
 
     def loss(self, params: Params, idx: Array, targets: Array, key: Array | None = None) -> Array:
         """The mean cross-entropy over all m x T positions (differentiate this with jax.grad)."""
@@ -160,7 +172,7 @@ class GPT:
 
     def probed_loss(self, params: Params, idx: Array, targets: Array, probes: dict, key: Array | None = None) -> Array:
         """`loss` with zero probes added: d/dprobes is autodiff's version of `Trace.residual` and `Trace.probs`."""
-        logits = self._forward(params, idx, key, probes)[0]
+        logits = self._forward(params, idx, key, probes)[0] @ params["wte"].T
         return HEAD.cost(logits.reshape(-1, self.vocab_size), self._onehot(targets, idx, logits.dtype))
 
     def zero_probes(self, idx: Array, dtype: Any = jnp.float32) -> dict:
@@ -172,14 +184,9 @@ class GPT:
     def trace(self, params: Params, idx: Array, targets: Array, key: Array | None = None) -> Trace:
         """The hand-written forward and backward, with the intermediates (see `Trace`)."""
         L = self._layers
-        logits, caches = self._forward(params, idx, key)
-        Y = self._onehot(targets, idx, logits.dtype)
-        z = logits.reshape(-1, self.vocab_size)
-        loss = HEAD.cost(z, Y)
-        dlogits = HEAD.backward(z, Y).reshape(logits.shape)  # (softmax - onehot) / (m T)
-        # the head, logits = h_f wte^T: its share of dwte, and dh_f
-        dwte_head = dlogits.reshape(-1, self.vocab_size).T @ caches["h_f"].reshape(-1, self.n_embd)
-        g_lnf, dx = L["ln"].backward(params["ln_f"], caches["ln_f"], dlogits @ params["wte"])
+        h_f, caches = self._forward(params, idx, key)
+        loss, dh_f, dwte_head = self._head(params["wte"], h_f, targets, idx)
+        g_lnf, dx = L["ln"].backward(params["ln_f"], caches["ln_f"], dh_f)
         residual, probs, g_blocks = [dx], [], []
         for p, (c_ln1, c_attn, c_ln2, c_fc, c_gelu, c_proj, c_mdrop) in zip(reversed(params["h"]), reversed(caches["h"])):
             _, df = L["dropout"].backward({}, c_mdrop, dx)  # x <- x + mlp(ln_2(x)): the branch's gradient adds to dx
@@ -188,17 +195,30 @@ class GPT:
             g_fc, df = L["c_fc"].backward(p["mlp"]["c_fc"], c_fc, df)
             g_ln2, dh = L["ln"].backward(p["ln_2"], c_ln2, df)
             dx = dx + dh
-            g_attn, da, dP = attention_backward(p["attn"], c_attn, dx)  # x <- x + attn(ln_1(x))
+            g_attn, da, dP = attention_backward(p["attn"], c_attn, dx, self.attention_block)  # x <- x + attn(ln_1(x))
             g_ln1, dh = L["ln"].backward(p["ln_1"], c_ln1, da)
             dx = dx + dh
             g_blocks.append({"ln_1": g_ln1, "attn": g_attn, "ln_2": g_ln2, "mlp": {"c_fc": g_fc, "c_proj": g_proj}})
             residual.append(dx)
-            probs.append(dP)
+            if dP is not None:
+                probs.append(dP)
         _, dx = L["dropout"].backward({}, caches["dropout"], dx)
         g_emb, _ = L["embedding"].backward({"wte": params["wte"], "wpe": params["wpe"]}, caches["embedding"], dx)
         grads = {"wte": tied_sum(g_emb["wte"], dwte_head),
                  "wpe": g_emb["wpe"], "h": g_blocks[::-1], "ln_f": g_lnf}
         return Trace(loss, grads, residual[::-1], probs[::-1])
+
+    def _head(self, wte: Array, h_f: Array, targets: Array, idx: Array) -> tuple[Array, Array, Array]:
+        """(C, dC/dh_f, the head's share of dC/dwte) for logits = h_f wte^T: the fused rule
+        dlogits = (softmax - onehot) / (m T), dh_f = dlogits wte, dwte = dlogits^T h_f; chunked with head_chunk."""
+        rows = h_f.reshape(-1, self.n_embd)
+        if self.head_chunk is not None:
+            self._check_targets(targets, idx)
+            loss, dh, dwte = chunked_softmax_cross_entropy(rows, wte, targets.reshape(-1), self.head_chunk)
+            return loss, dh.reshape(h_f.shape), dwte
+        z, Y = rows @ wte.T, self._onehot(targets, idx, h_f.dtype)
+        dz = HEAD.backward(z, Y)
+        return HEAD.cost(z, Y), (dz @ wte).reshape(h_f.shape), dz.T @ rows
 
     def value_and_grad(self, params: Params, idx: Array, targets: Array, key: Array | None = None) -> tuple[Array, Params]:
         """(C, dC/dparams) by the hand-written backward."""
@@ -235,9 +255,12 @@ class GPT:
             raise ValueError(f"gpt: a sequence of {idx.shape[1]} tokens is longer than block_size={self.block_size}")
         return idx
 
-    def _onehot(self, targets: Array, idx: Array, dtype: Any) -> Array:
+    def _check_targets(self, targets: Array, idx: Array) -> None:
         if targets.shape != idx.shape:
             raise ValueError(f"gpt: targets {tuple(targets.shape)} must have the tokens' shape {tuple(idx.shape)}")
+
+    def _onehot(self, targets: Array, idx: Array, dtype: Any) -> Array:
+        self._check_targets(targets, idx)
         return jax.nn.one_hot(targets.reshape(-1), self.vocab_size, dtype=dtype)
 
 
@@ -253,6 +276,6 @@ def _float0(a: Array) -> Any:
 
 
 def gpt(vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int, bias: bool = False,
-        dropout: float = 0.0) -> GPT:
+        dropout: float = 0.0, attention_block: int | None = None, head_chunk: int | None = None) -> GPT:
     """A GPT-2-style model with a hand-written backward (`GPT`)."""
-    return GPT(vocab_size, block_size, n_layer, n_head, n_embd, bias, dropout)
+    return GPT(vocab_size, block_size, n_layer, n_head, n_embd, bias, dropout, attention_block, head_chunk)

@@ -74,31 +74,38 @@ def _dropout_scale(key: Array | None, rate: float, shape: tuple, dtype: Any) -> 
 
 
 def attention_forward(params: dict, x: Array, n_head: int, rate: float = 0.0, key: Array | None = None,
-                      probe: Array | None = None) -> tuple[Array, tuple]:
+                      probe: Array | None = None, block: int | None = None) -> tuple[Array, tuple]:
     """y = c_proj(merge(dropout(P) V)), P = softmax(mask(Q K^T / sqrt(hs))), [Q K V] = c_attn(x).
 
     The causal mask sets the scores of keys after the query (s > t) to -inf, so P[t, s] = 0 there.
     With a key, dropout (rate) on P and on the output, as nanoGPT's attn_dropout and resid_dropout.
-    `probe` (m, nh, T, T), added to P, is how the checker reads dC/dP from autodiff.
+    `probe` (m, nh, T, T), added to P, is how the checker reads dC/dP from autodiff. With `block`, the
+    core runs blockwise (`blockwise_attention`): P is never stored, so neither dropout on P nor a probe.
     """
-    m, T, C = x.shape
-    hs = C // n_head
+    hs = x.shape[-1] // n_head
     qkv, _ = dense_forward(params["c_attn"], x)
     q, k, v = (_heads(a, n_head) for a in jnp.split(qkv, 3, axis=-1))
-    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hs)
-    causal = jnp.tril(jnp.ones((T, T), bool))
-    P = jax.nn.softmax(jnp.where(causal, scores, -jnp.inf), axis=-1)
-    if probe is not None:
-        P = P + probe
     k_att, k_out = (None, None) if key is None else jax.random.split(key)
-    att_scale = _dropout_scale(k_att, rate, P.shape, x.dtype)
-    y = _merge((P * att_scale) @ v)
+    if block is None:
+        scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hs)
+        causal = jnp.tril(jnp.ones((q.shape[2], q.shape[2]), bool))
+        P = jax.nn.softmax(jnp.where(causal, scores, -jnp.inf), axis=-1)
+        if probe is not None:
+            P = P + probe
+        att_scale = _dropout_scale(k_att, rate, P.shape, x.dtype)
+        o, core = (P * att_scale) @ v, (P, att_scale)
+    else:
+        if (rate > 0 and key is not None) or probe is not None:
+            raise ValueError("blockwise attention stores no probabilities: no attention dropout, no probe")
+        o, lse = blockwise_attention(q, k, v, block)
+        core = (o, lse)
+    y = _merge(o)
     out, _ = dense_forward(params["c_proj"], y)
     out_scale = _dropout_scale(k_out, rate, out.shape, x.dtype)
-    return out * out_scale, (x, q, k, v, P, att_scale, y, out_scale)
+    return out * out_scale, (x, q, k, v, core, y, out_scale)
 
 
-def attention_backward(params: dict, cache: tuple, dout: Array) -> tuple[dict, Array, Array]:
+def attention_backward(params: dict, cache: tuple, dout: Array, block: int | None = None) -> tuple[dict, Array, Array | None]:
     """(dparams, dx, dP), the forward's steps in reverse (llm.c's attention_backward):
 
         dy = c_proj^T (dout * out_scale)                       (and dW_proj = dout^T y, db_proj = sum dout)
@@ -107,27 +114,114 @@ def attention_backward(params: dict, cache: tuple, dout: Array) -> tuple[dict, A
                                                                 masked entries have P = 0, so dS = 0 there
         dQ = dS K / sqrt(hs),   dK = dS^T Q / sqrt(hs)
         dx = c_attn^T [dQ dK dV]                                (and dW_attn = [dQ dK dV]^T x)
+
+    With `block` the middle lines run blockwise (`blockwise_attention_backward`) and dP is None.
     """
-    x, q, k, v, P, att_scale, y, out_scale = cache
+    x, q, k, v, core, y, out_scale = cache
     hs = q.shape[-1]
     g_proj, dy = dense_backward(params["c_proj"], y, dout * out_scale)
     dyh = _heads(dy, q.shape[1])
-    dv = (P * att_scale).transpose(0, 1, 3, 2) @ dyh
-    dP = (dyh @ v.transpose(0, 1, 3, 2)) * att_scale
-    dS = softmax_vjp(P, dP)
-    dq = dS @ k / math.sqrt(hs)
-    dk = dS.transpose(0, 1, 3, 2) @ q / math.sqrt(hs)
+    if block is None:
+        P, att_scale = core
+        dv = (P * att_scale).transpose(0, 1, 3, 2) @ dyh
+        dP = (dyh @ v.transpose(0, 1, 3, 2)) * att_scale
+        dS = softmax_vjp(P, dP)
+        dq = dS @ k / math.sqrt(hs)
+        dk = dS.transpose(0, 1, 3, 2) @ q / math.sqrt(hs)
+    else:
+        o, lse = core
+        (dq, dk, dv), dP = blockwise_attention_backward(q, k, v, o, lse, dyh, block), None
     g_attn, dx = dense_backward(params["c_attn"], x, jnp.concatenate([_merge(dq), _merge(dk), _merge(dv)], axis=-1))
     return {"c_attn": g_attn, "c_proj": g_proj}, dx, dP
 
 
-def causal_self_attention(n_head: int, bias: bool = False, dropout: float = 0.0) -> Layer:
+# ----- blockwise (memory-saving) attention ---------------------------------------------------------------
+def _key_blocks(k: Array, v: Array, block: int) -> tuple[Array, Array, int]:
+    """K and V split into blocks of `block` keys, (n_blocks, m, nh, block, hs), padded with zeros at the end."""
+    T = k.shape[2]
+    n_blocks = -(-T // block)
+    pad = ((0, 0), (0, 0), (0, n_blocks * block - T), (0, 0))
+
+    def split(a: Array) -> Array:
+        a = jnp.pad(a, pad)
+        return a.reshape(*a.shape[:2], n_blocks, block, a.shape[-1]).transpose(2, 0, 1, 3, 4)
+
+    return split(k), split(v), n_blocks
+
+
+def _block_scores(q: Array, kj: Array, j: Array, block: int, T: int) -> Array:
+    """S_j = Q K_j^T / sqrt(hs) for key block j, -inf where the key is after the query or is padding."""
+    keys = j * block + jnp.arange(block)
+    allowed = (keys[None, :] <= jnp.arange(q.shape[2])[:, None]) & (keys[None, :] < T)
+    return jnp.where(allowed, q @ kj.transpose(0, 1, 3, 2) / math.sqrt(q.shape[-1]), -jnp.inf)
+
+
+def blockwise_attention(q: Array, k: Array, v: Array, block: int) -> tuple[Array, Array]:
+    """(O, L): O = softmax(mask(Q K^T / sqrt(hs))) V and each row's log-sum-exp L, over key blocks (online softmax).
+
+    Per block j, with S_j its scores: m' = max(m, rowmax S_j), P~_j = exp(S_j - m'),
+    l' = l exp(m - m') + rowsum P~_j, A' = A exp(m - m') + P~_j V_j; at the end O = A / l and
+    L = m + log l. Only (T x block) scores exist at a time; the (T x T) matrix never does.
+    """
+    m_, nh, T, hs = q.shape
+    kb, vb, n_blocks = _key_blocks(k, v, block)
+
+    def step(carry, inputs):
+        row_max, row_sum, acc = carry
+        j, kj, vj = inputs
+        s = _block_scores(q, kj, j, block, T)
+        new_max = jnp.maximum(row_max, jnp.max(s, axis=-1))  # finite from block 0 on: key 0 precedes every query
+        p = jnp.exp(s - new_max[..., None])
+        shrink = jnp.exp(row_max - new_max)
+        return (new_max, row_sum * shrink + jnp.sum(p, axis=-1), acc * shrink[..., None] + p @ vj), None
+
+    start = (jnp.full((m_, nh, T), -jnp.inf, q.dtype), jnp.zeros((m_, nh, T), q.dtype), jnp.zeros_like(q))
+    (row_max, row_sum, acc), _ = jax.lax.scan(step, start, (jnp.arange(n_blocks), kb, vb))
+    return acc / row_sum[..., None], row_max + jnp.log(row_sum)
+
+
+def blockwise_attention_backward(q: Array, k: Array, v: Array, o: Array, lse: Array, do: Array,
+                                 block: int) -> tuple[Array, Array, Array]:
+    """(dQ, dK, dV) from Q, K, V, O, L and dO, recomputing each block's probabilities (FlashAttention's backward).
+
+    P_j = exp(S_j - L) (the forward's probabilities, recomputed from the log-sum-exp), and the softmax
+    term of dS = P (dP - rowsum(dP P)) is D = rowsum(dP P) = rowsum(dO V^T P) = rowsum(dO O), one number
+    per query computed once. Then per key block j:
+
+        dV_j = P_j^T dO,   dP_j = dO V_j^T,   dS_j = P_j (dP_j - D),
+        dQ += dS_j K_j / sqrt(hs),   dK_j = dS_j^T Q / sqrt(hs).
+    """
+    T = q.shape[2]
+    kb, vb, n_blocks = _key_blocks(k, v, block)
+    D = jnp.sum(do * o, axis=-1)
+    scale = 1 / math.sqrt(q.shape[-1])
+
+    def step(dq, inputs):
+        j, kj, vj = inputs
+        p = jnp.exp(_block_scores(q, kj, j, block, T) - lse[..., None])
+        dv_j = p.transpose(0, 1, 3, 2) @ do
+        ds = p * (do @ vj.transpose(0, 1, 3, 2) - D[..., None])
+        return dq + ds @ kj * scale, (ds.transpose(0, 1, 3, 2) @ q * scale, dv_j)
+
+    dq, (dkb, dvb) = jax.lax.scan(step, jnp.zeros_like(q), (jnp.arange(n_blocks), kb, vb))
+
+    def join(a: Array) -> Array:  # (n_blocks, m, nh, block, hs) -> (m, nh, T, hs)
+        return a.transpose(1, 2, 0, 3, 4).reshape(*a.shape[1:3], n_blocks * block, a.shape[-1])[:, :, :T]
+
+    return dq, join(dkb), join(dvb)
+
+
+def causal_self_attention(n_head: int, bias: bool = False, dropout: float = 0.0, block: int | None = None) -> Layer:
     """GPT-2's causal multi-head self-attention on (m, T, C) (`attention_forward`, `attention_backward`):
     one fused QKV projection c_attn (3C x C), the heads, the causal softmax, the output projection c_proj.
-    Init: W ~ N(0, 0.02^2), b = 0. Stochastic (forward(params, x, key)) when dropout > 0."""
+    Init: W ~ N(0, 0.02^2), b = 0. Stochastic (forward(params, x, key)) when dropout > 0.
+    `block`: the core runs over key blocks of that many keys and recomputes the probabilities in the
+    backward (`blockwise_attention`), so memory grows with T block instead of T^2 (no dropout on P then)."""
     n_head = _positive(n_head, "n_head")
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout rate must lie in [0, 1), got {dropout}")
+    if block is not None:
+        block = _positive(block, "block")
 
     def init(key: Array, in_shape: tuple[int, ...]) -> dict:
         C = in_shape[-1]
@@ -138,11 +232,11 @@ def causal_self_attention(n_head: int, bias: bool = False, dropout: float = 0.0)
                 for name, k, shape in (("c_attn", k_attn, (3 * C, C)), ("c_proj", k_proj, (C, C)))}
 
     def forward(params: dict, x: Array, key: Array | None = None) -> tuple[Array, tuple]:
-        return attention_forward(params, x, n_head, dropout, key)
+        return attention_forward(params, x, n_head, dropout, key, block=block)
 
     def backward(params: dict, cache: tuple, dout: Array) -> tuple[dict, Array]:
-        grads, dx, _ = attention_backward(params, cache, dout)
+        grads, dx, _ = attention_backward(params, cache, dout, block)
         return grads, dx
 
-    return Layer(init, forward, backward, name=f"causal_self_attention({n_head} heads" + (", bias" if bias else "") + ")",
-                 stochastic=dropout > 0)
+    return Layer(init, forward, backward, name=f"causal_self_attention({n_head} heads" + (", bias" if bias else "")
+                 + (f", blocks of {block}" if block else "") + ")", stochastic=dropout > 0)
