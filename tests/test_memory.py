@@ -55,8 +55,9 @@ def test_the_chunked_head_equals_autodiff_of_the_plain_one(N, V, chunk):
     assert rel_err(dh, ref[0]) < TOL and rel_err(dW, ref[1]) < TOL
 
 
-def test_a_gpt_with_both_memory_savers_has_the_plain_gpts_gradients():
-    saving = fb.gpt(vocab_size=9, block_size=7, n_layer=2, n_head=2, n_embd=8, bias=True, attention_block=3, head_chunk=5)
+def test_a_gpt_with_all_memory_savers_has_the_plain_gpts_gradients():
+    saving = fb.gpt(vocab_size=9, block_size=7, n_layer=2, n_head=2, n_embd=8, bias=True, attention_block=3, head_chunk=5,
+                    recompute_gelu=True)
     plain = fb.gpt(vocab_size=9, block_size=7, n_layer=2, n_head=2, n_embd=8, bias=True)
     rng = np.random.default_rng(0)
     params = jax.tree_util.tree_map(lambda a: a + 0.3 * rng.standard_normal(a.shape), plain.init(jax.random.PRNGKey(0), jnp.float64))
@@ -91,3 +92,4 @@ def test_blockwise_attention_refuses_dropout():
         fb.gpt(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4, dropout=0.1, attention_block=2)
     with pytest.raises(ValueError, match="attention_block must be a positive integer"):
         fb.gpt(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4, attention_block=0)
+

@@ -131,6 +131,28 @@ def measure_head(N: int = 4096, V: int = 50257, d: int = 768, timed: bool = True
     return out
 
 
+def measure_gpt_step(timed: bool = True) -> dict:
+    """A whole GPT step (4 x 128, 4 heads, context 1,024, batch 8, vocabulary 65): peak MiB and ms of the gradient
+    by the plain hand-written backward, by the hand-written one with all three savers, by jax.grad, and by
+    jax.grad with `jax.checkpoint` around the whole loss."""
+    from .gpt import gpt
+
+    args = dict(vocab_size=65, block_size=1024, n_layer=4, n_head=4, n_embd=128)
+    plain = gpt(**args)
+    saving = gpt(**args, attention_block=ATTENTION_BLOCK, head_chunk=HEAD_CHUNK, recompute_gelu=True)
+    params = plain.init(jax.random.PRNGKey(0))
+    idx = jax.random.randint(jax.random.PRNGKey(1), (8, 1024), 0, 65)
+    contenders = {"hand, all savers": lambda p, x, y: saving.value_and_grad(p, x, y)[1],
+                  "hand plain": lambda p, x, y: plain.value_and_grad(p, x, y)[1],
+                  "jax.grad": jax.grad(plain.loss), "jax.grad + checkpoint": jax.grad(jax.checkpoint(plain.loss))}
+    out = {"config": {**args, "batch": 8}, "peak_mib": {}, "ms": {}}
+    for name, step in contenders.items():
+        out["peak_mib"][name] = peak_bytes(step, params, idx, idx) / MiB
+        if timed:
+            out["ms"][name] = 1e3 * median_seconds(step, params, idx, idx, rounds=1)
+    return out
+
+
 def longest_context(budget_mib: float, width: int = 64, n_head: int = 2, up_to: int = 65536) -> dict[str, int]:
     """Per attention contender, the longest power-of-two T (from 256) whose step's peak fits `budget_mib`."""
     layer = causal_self_attention(n_head)
@@ -170,8 +192,8 @@ def run_memory_benchmark(quick: bool = False) -> dict:
     lengths = (256, 1024) if quick else (256, 1024, 2048, 4096, 8192)
     attention = measure_attention(lengths)
     head = measure_head(1024, 8192, 256) if quick else measure_head()
-    return {"attention": attention, "head": head, "longest_context_2GiB": longest_context(2048, up_to=8192 if quick else 65536),
-            "targets": memory_targets(attention, head)}
+    return {"attention": attention, "head": head, "gpt_step": measure_gpt_step(timed=not quick),
+            "longest_context_2GiB": longest_context(2048, up_to=8192 if quick else 65536), "targets": memory_targets(attention, head)}
 
 
 def plot_memory(results: dict, path: Any) -> None:

@@ -597,6 +597,12 @@ def _bench_memory(args: argparse.Namespace, out: Path) -> dict:
     ht.add_row(*(f"{head['peak_mib'][n]:.1f}" + (f" ({head['ms'][n]:.0f} ms)" if n in head["ms"] else "") for n in head["peak_mib"]))
     ht.add_row(*(f"temporaries {head['temp_mib'][n]:.1f}" for n in head["peak_mib"]))
     console.print(ht)
+    step = results["gpt_step"]
+    gt = Table(title="a whole GPT step, 4 x 128, context 1,024, batch 8: peak MiB (ms per step)")
+    for name in step["peak_mib"]:
+        gt.add_column(name, justify="right")
+    gt.add_row(*(f"{step['peak_mib'][n]:.1f}" + (f" ({step['ms'][n]:.0f} ms)" if n in step["ms"] else "") for n in step["peak_mib"]))
+    console.print(gt)
     console.print("longest context whose attention step fits 2 GiB: "
                   + ", ".join(f"{n} {t:,}" for n, t in results["longest_context_2GiB"].items()))
     _print_targets("targets (issue 16)", results["targets"])

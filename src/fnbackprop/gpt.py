@@ -59,7 +59,12 @@ class GPT:
     Memory savers of the hand-written backward (the forward's function is unchanged): `attention_block`
     runs attention over key blocks and recomputes its probabilities in the backward (no (T x T) array;
     `Trace.probs` is then empty), `head_chunk` computes the head's logits, loss and gradients that many
-    rows at a time (no (m T x vocab) array; `fnbackprop.losses.chunked_softmax_cross_entropy`)."""
+    rows at a time (no (m T x vocab) array; `fnbackprop.losses.chunked_softmax_cross_entropy`), and
+    `recompute_gelu` keeps neither GELU's input nor its output (two (m, T, 4C) arrays per block) for the
+    backward, which computes them again from the MLP's input, as llm.c's `-r 1` does. On XLA's CPU backend
+    this saves nothing: optimisation barriers are expanded before common-subexpression elimination, which
+    merges the recomputation back into the forward (measured: the same 6.26 MiB of temporaries; the same
+    happens to `jax.checkpoint` there)."""
 
     vocab_size: int
     block_size: int
@@ -70,6 +75,7 @@ class GPT:
     dropout: float = 0.0
     attention_block: int | None = None
     head_chunk: int | None = None
+    recompute_gelu: bool = False
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -155,6 +161,8 @@ class GPT:
             f, c_proj = L["c_proj"].forward(p["mlp"]["c_proj"], f)
             f, c_mdrop = L["dropout"].forward({}, f, k_mlp)
             x = x + f
+            if self.recompute_gelu:  # c_fc's cache (the MLP's input) is enough to compute them again
+                c_gelu = c_proj = None
             caches["h"].append((c_ln1, c_attn, c_ln2, c_fc, c_gelu, c_proj, c_mdrop))
         if probes is not None:
             x = x + probes["residual"][self.n_layer]
@@ -189,6 +197,11 @@ class GPT:
         g_lnf, dx = L["ln"].backward(params["ln_f"], caches["ln_f"], dh_f)
         residual, probs, g_blocks = [dx], [], []
         for p, (c_ln1, c_attn, c_ln2, c_fc, c_gelu, c_proj, c_mdrop) in zip(reversed(params["h"]), reversed(caches["h"])):
+            if c_gelu is None:  # recompute_gelu: z = c_fc(h) and a = gelu(z) again. The barrier ties h to dx, so XLA
+                h_again, dx = jax.lax.optimization_barrier((c_fc, dx))  # neither merges this with the forward's
+                # computation nor runs it before the backward reaches this block (jax.checkpoint does the same)
+                _, c_gelu = L["gelu"].forward({}, L["c_fc"].forward(p["mlp"]["c_fc"], h_again)[0])
+                c_proj = c_gelu[1]  # c_proj's cache is its input, a
             _, df = L["dropout"].backward({}, c_mdrop, dx)  # x <- x + mlp(ln_2(x)): the branch's gradient adds to dx
             g_proj, df = L["c_proj"].backward(p["mlp"]["c_proj"], c_proj, df)
             _, df = L["gelu"].backward({}, c_gelu, df)
@@ -276,6 +289,7 @@ def _float0(a: Array) -> Any:
 
 
 def gpt(vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int, bias: bool = False,
-        dropout: float = 0.0, attention_block: int | None = None, head_chunk: int | None = None) -> GPT:
+        dropout: float = 0.0, attention_block: int | None = None, head_chunk: int | None = None,
+        recompute_gelu: bool = False) -> GPT:
     """A GPT-2-style model with a hand-written backward (`GPT`)."""
-    return GPT(vocab_size, block_size, n_layer, n_head, n_embd, bias, dropout, attention_block, head_chunk)
+    return GPT(vocab_size, block_size, n_layer, n_head, n_embd, bias, dropout, attention_block, head_chunk, recompute_gelu)
