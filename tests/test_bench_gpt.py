@@ -9,11 +9,18 @@ from fnbackprop.bench_gpt import flops_per_step, torch_gpt
 from fnbackprop.lm import LMConfig, model_of
 
 
-def test_flops_per_step_is_nanogpts_estimate():
-    config = LMConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12)
-    n = 800_000
-    # nanoGPT's estimate_mfu: 6N + 12 L H Q T per token, H Q = n_embd; here m T = 768 tokens per step
-    assert flops_per_step(config, n) == (6 * n + 12 * 4 * 4 * 32 * 64) * 12 * 64
+def test_the_flop_estimate_agrees_with_xlas_own_count_of_the_step():
+    """XLA's cost analysis counts every operation of the compiled hand-written step; nanoGPT's estimate counts
+    the matrix products only, so XLA's count lies a little above it: measured 1.016 at the CPU preset. Dropping
+    the attention term (8% of the estimate here) or taking 4 N for 6 N would move the ratio out of [1, 1.05]."""
+    config = LMConfig()  # the CPU preset
+    model = model_of(config, 65)
+    params = model.init(jax.random.PRNGKey(0))
+    idx = jax.numpy.zeros((config.batch_size, config.block_size), jax.numpy.int32)
+    step = jax.jit(lambda p, x, y: model.value_and_grad(p, x, y)[1])
+    cost = step.lower(params, idx, idx).compile().cost_analysis()
+    counted = (cost[0] if isinstance(cost, list) else cost)["flops"]
+    assert 1.0 <= counted / flops_per_step(config, model.n_params(params)) <= 1.05
 
 
 @pytest.mark.skipif(torch_module() is None, reason="PyTorch not installed (optional extra: pip install '.[torch]')")

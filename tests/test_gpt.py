@@ -38,10 +38,6 @@ def moved_params(model, key):
     return jax.tree_util.tree_map(lambda a: a + 0.3 * rng.standard_normal(a.shape), model.init(key, jnp.float64))
 
 
-def worst(hand, reference) -> float:
-    return max(rel_err(a, b) for a, b in zip(jax.tree_util.tree_leaves(hand), jax.tree_util.tree_leaves(reference)))
-
-
 # Seeds 6 and 9 run in the main step (2-layer and 5-position draws, with bias and without); 0-5 in the slow step
 # (suite time), among them context 1, three layers and batch 4.
 CONFIGS = [draw_configuration(6), draw_configuration(9), *(pytest.param(draw_configuration(s), marks=pytest.mark.slow)
@@ -67,10 +63,10 @@ def test_every_gradient_and_intermediate_equals_autodiff(config):
     hand, (loss, grads), probes, custom = everything(params, idx, targets, key)
     assert abs(float(hand[0] - loss)) <= TOL * abs(float(loss))
     assert jax.tree_util.tree_structure(hand[1]) == jax.tree_util.tree_structure(grads)
-    assert worst(hand[1], grads) < TOL
-    assert len(hand[2]) == model.n_layer + 1 and worst(hand[2], probes["residual"]) < TOL
-    assert len(hand[3]) == model.n_layer and worst(hand[3], probes["probs"]) < TOL
-    assert worst(custom, grads) < TOL  # the custom_vjp form
+    assert rel_err(hand[1], grads) < TOL
+    assert len(hand[2]) == model.n_layer + 1 and rel_err(hand[2], probes["residual"]) < TOL
+    assert len(hand[3]) == model.n_layer and rel_err(hand[3], probes["probs"]) < TOL
+    assert rel_err(custom, grads) < TOL  # the custom_vjp form
 
 
 def test_logits_are_causal():
@@ -126,7 +122,7 @@ def test_each_planted_mistake_moves_the_gradients_away_from_autodiff(mistake, au
     with planted_gpt_mistake(mistake):
         model, params, idx, targets = planted(mistake)
         hand = jax.jit(model.value_and_grad)(params, idx, targets)[1]
-    assert worst(hand, autodiff_of_the_planted_model) > 1e-6
+    assert rel_err(hand, autodiff_of_the_planted_model) > 1e-6
 
 
 @pytest.mark.slow  # about 15 s each: the checker's fast mode on the whole model

@@ -72,7 +72,6 @@ def torch_gpt(config: LMConfig, vocab_size: int = VOCAB, seed: int = 0) -> tuple
     if torch is None:
         return None
     nn, F = torch.nn, torch.nn.functional
-    VOCAB = vocab_size
     C, H = config.n_embd, config.n_head
     torch.manual_seed(seed)
 
@@ -93,7 +92,7 @@ def torch_gpt(config: LMConfig, vocab_size: int = VOCAB, seed: int = 0) -> tuple
     class GPT(nn.Module):
         def __init__(self):
             super().__init__()
-            self.wte, self.wpe = nn.Embedding(VOCAB, C), nn.Embedding(config.block_size, C)
+            self.wte, self.wpe = nn.Embedding(vocab_size, C), nn.Embedding(config.block_size, C)
             self.h = nn.ModuleList(Block() for _ in range(config.n_layer))
             self.ln_f = nn.LayerNorm(C, bias=config.bias)
 
@@ -102,7 +101,7 @@ def torch_gpt(config: LMConfig, vocab_size: int = VOCAB, seed: int = 0) -> tuple
             for block in self.h:
                 x = block(x)
             logits = self.ln_f(x) @ self.wte.weight.T  # tied head
-            return F.cross_entropy(logits.view(-1, VOCAB), targets.view(-1))
+            return F.cross_entropy(logits.view(-1, vocab_size), targets.view(-1))
 
     model = GPT()
     for name, p in model.named_parameters():  # nanoGPT's init: N(0, 0.02^2), c_proj scaled, biases 0, norms 1
@@ -140,7 +139,7 @@ def describe_ops(hlo_text: str) -> dict[str, str]:
     """Each compiled operation's result type and the JAX operation it came from (its metadata's op_name)."""
     described = {}
     for line in hlo_text.splitlines():
-        m = re.match(r"\s*(?:ROOT )?%?([\w.-]+) = (\S+) .*?(?:op_name=\"([^\"]+)\")?", line)
+        m = re.match(r"\s*(?:ROOT )?%?([\w.-]+) = (\S+) ", line)
         if m and m.group(1) not in described:
             origin = re.search(r'op_name="([^"]+)"', line)
             described[m.group(1)] = m.group(2) + ("  " + origin.group(1).split("/")[-1] if origin else "")

@@ -123,14 +123,19 @@ def load_diabetes(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
 
 
 # ----- MNIST ------------------------------------------------------------------------------------
+def data_location(path: str | os.PathLike | None, env: str) -> tuple[Path, str]:
+    """Where to look for a data set, and how to name it in an error: `path`, else $env, else ../shared/data."""
+    if path is not None:
+        return Path(path), f"the path {path}"
+    if os.environ.get(env):
+        return Path(os.environ[env]), f"${env} = {os.environ[env]}"
+    default = Path.cwd().parent / "shared" / "data"
+    return default, f"the default {default}"
+
+
 def find_mnist(path: str | os.PathLike | None = None) -> Path:
     """The MNIST location: `path`, else $FNBACKPROP_MNIST, else ../shared/data; a clear error if none."""
-    if path is not None:
-        where, said = Path(path), f"the path {path}"
-    elif os.environ.get(MNIST_ENV):
-        where, said = Path(os.environ[MNIST_ENV]), f"${MNIST_ENV} = {os.environ[MNIST_ENV]}"
-    else:
-        where, said = Path.cwd().parent / "shared" / "data", f"the default {Path.cwd().parent / 'shared' / 'data'}"
+    where, said = data_location(path, MNIST_ENV)
     if where.is_file() or (where.is_dir() and ((where / "mnist.pkl.gz").is_file() or _idx_dir(where) is not None)):
         return where
     raise FileNotFoundError(

@@ -30,7 +30,7 @@ import numpy as np
 
 from .activations import ACTIVATIONS
 from .layers import activation, dense, dropout as dropout_layer, layer_norm
-from .layers.attention import GPT2_STD, attention_backward, attention_forward, causal_self_attention, embedding
+from .layers.attention import GPT2_STD, positive_integer, attention_backward, attention_forward, embedding
 from .losses import LOSSES, Head, chunked_softmax_cross_entropy
 
 Array = jax.Array
@@ -79,17 +79,14 @@ class GPT:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"gpt: {name} must be a positive integer, got {value!r}")
+            positive_integer(getattr(self, name), f"gpt: {name}")
         if self.n_embd % self.n_head:
             raise ValueError(f"gpt: n_head={self.n_head} must divide n_embd={self.n_embd}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"gpt: dropout must lie in [0, 1), got {self.dropout}")
         for name in ("attention_block", "head_chunk"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                raise ValueError(f"gpt: {name} must be a positive integer or None, got {value!r}")
+            if getattr(self, name) is not None:
+                positive_integer(getattr(self, name), f"gpt: {name}")
         if self.attention_block is not None and self.dropout > 0:
             raise ValueError("gpt: blockwise attention (attention_block) stores no probabilities to drop out: use dropout=0")
 
@@ -98,7 +95,6 @@ class GPT:
     def _layers(self) -> dict:
         C = self.n_embd
         return {"embedding": embedding(self.vocab_size, self.block_size, C), "ln": layer_norm(bias=self.bias),
-                "attn": causal_self_attention(self.n_head, self.bias, self.dropout),
                 "c_fc": dense(4 * C, bias=self.bias), "gelu": activation("gelu"), "c_proj": dense(C, bias=self.bias),
                 "dropout": dropout_layer(self.dropout)}
 

@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from . import checkpoint
+from .data import data_location
 from .gpt import GPT, gpt
 
 Array = jax.Array
@@ -59,21 +60,13 @@ class CharData:
 
 
 def find_text(path: str | os.PathLike | None = None) -> Path:
-    """`path`, else $FNBACKPROP_TEXT, else ../shared/data/tinyshakespeare/input.txt (from here or the package)."""
-    candidates = [Path(path)] if path else []
-    if not path and os.environ.get(TEXT_ENV):
-        candidates.append(Path(os.environ[TEXT_ENV]))
-    if not candidates:
-        candidates = [Path.cwd() / ".." / "shared" / "data" / TEXT_NAME,
-                      Path(__file__).resolve().parents[3] / "shared" / "data" / TEXT_NAME]
-    for c in candidates:
-        if c.is_dir() and (c / TEXT_NAME).is_file():
-            return c / TEXT_NAME
-        if c.is_dir() and (c / "input.txt").is_file():
-            return c / "input.txt"
-        if c.is_file():
-            return c
-    raise FileNotFoundError(f"no text found at {', '.join(str(c) for c in candidates)}: give a text file with --text "
+    """`path`, else $FNBACKPROP_TEXT, else ../shared/data (`data.data_location`): a text file, or a folder
+    holding tinyshakespeare/input.txt or input.txt."""
+    where, said = data_location(path, TEXT_ENV)
+    for candidate in (where, where / TEXT_NAME, where / "input.txt"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no text found at {said}: give a text file with --text "
                             f"or ${TEXT_ENV} (Tiny Shakespeare is tinyshakespeare/input.txt in ../shared/data)")
 
 

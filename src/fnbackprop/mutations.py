@@ -177,7 +177,7 @@ def _activation_mutants() -> dict[str, LayerMutant]:
         if name != "identity":  # identity's g' is 1: leaving it out is no mistake
             wrong["missing g'"] = lambda z, a: jnp.ones_like(z)
         if name == "gelu":  # the forward is the tanh form, the derivative taken from the exact erf form
-            wrong["erf-form derivative"] = lambda z, a: jax.scipy.stats.norm.cdf(z) + z * jax.scipy.stats.norm.pdf(z)
+            wrong["erf-form derivative"] = _gelu_erf_derivative
         correct = activation(act)
         for label, derivative in wrong.items():
             out[f"{name}: {label}"] = LayerMutant(correct, activation(dataclasses.replace(act, derivative=derivative)), (6,))

@@ -20,7 +20,7 @@ from .protocol import Array, Layer
 GPT2_STD = 0.02  # GPT-2's init: every weight N(0, 0.02^2)
 
 
-def _positive(value: Any, what: str) -> int:
+def positive_integer(value: Any, what: str) -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
     return int(value)
@@ -34,7 +34,7 @@ def embedding(vocab_size: int, block_size: int, n_embd: int) -> Layer:
     scatter-add: the fan-out rule over uses), each row t of wpe the sum of dx[:, t] over the batch;
     rows never used get 0. Tokens are integers and have no gradient: dx is None.
     """
-    vocab_size, block_size, n_embd = (_positive(v, w) for v, w in ((vocab_size, "vocab_size"), (block_size, "block_size"),
+    vocab_size, block_size, n_embd = (positive_integer(v, w) for v, w in ((vocab_size, "vocab_size"), (block_size, "block_size"),
                                                                      (n_embd, "n_embd")))
 
     def init(key: Array, in_shape: tuple[int, ...] = ()) -> dict:
@@ -217,11 +217,11 @@ def causal_self_attention(n_head: int, bias: bool = False, dropout: float = 0.0,
     Init: W ~ N(0, 0.02^2), b = 0. Stochastic (forward(params, x, key)) when dropout > 0.
     `block`: the core runs over key blocks of that many keys and recomputes the probabilities in the
     backward (`blockwise_attention`), so memory grows with T block instead of T^2 (no dropout on P then)."""
-    n_head = _positive(n_head, "n_head")
+    n_head = positive_integer(n_head, "n_head")
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout rate must lie in [0, 1), got {dropout}")
     if block is not None:
-        block = _positive(block, "block")
+        block = positive_integer(block, "block")
 
     def init(key: Array, in_shape: tuple[int, ...]) -> dict:
         C = in_shape[-1]
