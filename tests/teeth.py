@@ -125,6 +125,11 @@ MISTAKES = [
             "excused[sample.index[k.kink]] = True"),
     Mistake("checker: parameters checked at their initial values", "verify.py",
             "return move_off_special_values(key, as_dtype(drawn, dtype)), (MOVED_NOTE,)", "return as_dtype(drawn, dtype), (MOVED_NOTE,)"),
+    # the exercises' grader
+    Mistake("exercises: the slips are not consulted", "exercises/grading.py", "slips=_slip_gradients(exercise, extra))", "slips=None)"),
+    Mistake("exercises: a changed forward goes unnoticed", "exercises/grading.py", "if not err <= FORWARD_TOL:", "if err > 1e9:"),
+    Mistake("diagnosis: transposed shapes not recognised", "diagnosis.py",
+            "if hand.ndim >= 2 and hand.shape == auto.shape[:-2] + auto.shape[:-3:-1]", "if False"),
 ]
 
 

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .cli_gpt import add_gpt_options, add_sample_command, run_train_gpt
+from .cli_exercise import add_exercise_command
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # full tables in logs and pipes
 #: progress, spinners and summaries when stdout must stay machine-readable (--json)
@@ -677,6 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_gpt_options(train)
     train.set_defaults(func=run_train)
     add_sample_command(sub)
+    add_exercise_command(sub)
 
     bench = sub.add_parser("bench", help="time the hand-coded backward against jax.grad, PyTorch and numpy",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)

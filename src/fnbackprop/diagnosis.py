@@ -52,14 +52,15 @@ def _broadcast_axes(hand: tuple, auto: tuple) -> tuple[tuple, tuple] | None:
 
 
 def diagnose(hand: Any, auto: Any, others: dict[str, Any] | None = None, local: tuple | None = None,
-             fit_tol: float = FIT_TOL, alternatives: list | None = None) -> str:
+             fit_tol: float = FIT_TOL, alternatives: list | None = None, known: list | None = None) -> str:
     """The kind of mistake in `hand` (see the module doc), with its evidence.
 
     `others`: the true gradients of the check's other tensors, by name; `local`: (upstream dy,
     output y) of an elementwise step whose input gradient `hand` is; `alternatives`: (label, kind,
     gradient) of the function with one textbook slip in its derivative
-    (`fnbackprop.rules.derivative_variants`); `fit_tol`: how close a pattern
-    must fit (raise it with the rounding of the precision checked)."""
+    (`fnbackprop.rules.derivative_variants`); `known`: (kind, words, gradient) of mistakes a caller
+    knows for this very function (an exercise's typical slips), tried before every other pattern;
+    `fit_tol`: how close a pattern must fit (raise it with the rounding of the precision checked)."""
     def fits(a: np.ndarray, b: np.ndarray) -> bool:
         return leaf_rel_err(a, b) <= fit_tol
 
@@ -72,10 +73,16 @@ def diagnose(hand: Any, auto: Any, others: dict[str, Any] | None = None, local: 
         if axes is not None and fits(hand.sum(axis=axes[0]).sum(axis=axes[1], keepdims=True), auto):
             return (f"broadcast-sum: summed over the axes {list(axes[0]) + [len(axes[0]) + a for a in axes[1]]} the forward "
                     f"broadcast, the hand gradient {list(hand.shape)} equals autodiff {list(auto.shape)}")
+        if hand.ndim >= 2 and hand.shape == auto.shape[:-2] + auto.shape[:-3:-1] and fits(np.swapaxes(hand, -1, -2), auto):
+            return f"transpose: the hand gradient {list(hand.shape)} is autodiff {list(auto.shape)} with its last two axes swapped"
         return f"unknown: shape {list(hand.shape)}, expected {list(auto.shape)}"
     if not np.all(np.isfinite(hand)):
         bad = np.argwhere(~np.isfinite(hand))
         return f"non-finite: {len(bad)} of {hand.size} entries, the first at {tuple(int(i) for i in bad[0])}"
+    for kind, words, gradient in known or ():
+        gradient = np.asarray(gradient, np.float64)
+        if gradient.shape == hand.shape and not fits(gradient, auto) and fits(hand, gradient):
+            return f"{kind}: {words}"
     if not np.any(auto):
         return f"unknown: the true gradient is 0 and the hand one is not (largest {np.max(np.abs(hand)):.3g})"
     if not np.any(hand):

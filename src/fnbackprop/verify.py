@@ -192,7 +192,7 @@ def _precision(dtype) -> contextlib.AbstractContextManager:
 def judge(names: list[str], hand: list, auto: list, jitted: list, tol: float, fd_tol: float, dtype,
            fd: tuple | None = None, local: dict | None = None, tols: list | None = None,
            expected_dtypes: list | None = None, projections: int = 0, variants: Callable[[], list] | None = None,
-           most: int = MAX_FD_ENTRIES) -> list:
+           most: int = MAX_FD_ENTRIES, known: Callable[[], list] | None = None) -> list:
     """Rows for aligned leaves. fd = (scalar f, point whose leaves align with names, key, routine):
     finite differences of f, in float64, at random entries plus those where hand != autodiff; or,
     with `projections` > 0 (fast mode, `fnbackprop.projections`), along that many random directions
@@ -202,7 +202,9 @@ def judge(names: list[str], hand: list, auto: list, jitted: list, tol: float, fd
     `check_vjp`, whose autodiff reference is float64 while the hand gradient has `expected_dtypes`.
     `variants()`, called only when no failing row's diagnosis names a kind (a mistake spreads to the
     tensors computed from it; one named row names it), gives (kind, slip in words, leaves aligned
-    with names) for the forward with one textbook slip in its derivative (`variant_gradients`)."""
+    with names) for the forward with one textbook slip in its derivative (`variant_gradients`);
+    `known()`, called only when a row fails, gives (kind, words, leaves aligned with names) of the
+    caller's own typical mistakes (`check_layer(slips=...)`), tried before every generic pattern."""
     floor = noise_floor(auto, dtype, tol) if tols is None else 0.0
     tols = [tol] * len(names) if tols is None else tols
     expected_dtypes = [None] * len(names) if expected_dtypes is None else expected_dtypes
@@ -217,9 +219,13 @@ def judge(names: list[str], hand: list, auto: list, jitted: list, tol: float, fd
             samples = run_user("forward (finite differences, float64)", routine, f, as_dtype(point, jnp.float64), key, indices)
     rows = [compare_tensor(n, h, a, t, jitted=j, sample=s, fd_tol=fd_tol, floor=floor, expected_dtype=e, fd_projected=pr)
             for n, h, a, j, s, t, e, pr in zip(names, hand, auto, jitted, samples, tols, expected_dtypes, projected)]
+    slips = known() if known is not None and any(r.verdict in DIAGNOSED for r in rows) else []
+
     def diagnosed(row: TensorRow, h: Any, a: Any, t: float, alternatives: list | None = None) -> str:
+        i = names.index(row.name)
         return diagnose(h, a, {n: o for n, o in zip(names, auto) if n != row.name}, (local or {}).get(row.name),
-                        fit_tol=max(FIT_TOL, 4 * t), alternatives=alternatives)
+                        fit_tol=max(FIT_TOL, 4 * t), alternatives=alternatives,
+                        known=[(kind, words, leaves[i]) for kind, words, leaves in slips])
 
     rows = [r._replace(diagnosis=diagnosed(r, h, a, t)) if r.verdict in DIAGNOSED else r for r, h, a, t in zip(rows, hand, auto, tols)]
     named = any(r.diagnosis and not r.diagnosis.startswith("unknown") for r in rows)
@@ -306,12 +312,15 @@ def guarded(subject: str, dtype, tol: float | None, fd_tol: float, body: Callabl
 # ----- the public checks -----------------------------------------------------------------------------
 def check_layer(layer: Layer, key: Array, x: Array | None = None, *, in_shape: tuple | None = None, batch: int = 4,
                 params: Any = None, dtype=jnp.float64, tol: float | None = None, fd_tol: float = TOL_FINITE_DIFF,
-                finite_differences: Callable = finite_differences_at, layer_key: Array | None = None, fast: bool = False) -> Report:
+                finite_differences: Callable = finite_differences_at, layer_key: Array | None = None, fast: bool = False,
+                slips: Callable[[Any, Array, Array], list] | None = None) -> Report:
     """Check `layer.backward` against jax.vjp of `layer.forward` and finite differences, per tensor.
 
     Give `x` (m, *in_shape) or `in_shape`; params are drawn with `layer.init` and moved off special
     values unless given. `fast=True`: finite differences along random directions (`fnbackprop.projections`). Stochastic layers run with `layer_key` (a fixed mask), so all references see
-    the same function.
+    the same function. `slips(params, x, dy)`: [(kind, words, (dparams, dx))], the gradients that
+    known mistakes would give at the check's point; a failing tensor that equals one is diagnosed
+    with its words first (the exercises' typical student mistakes).
     """
     if x is None and in_shape is None:
         raise ValueError("give x or in_shape")
@@ -345,7 +354,9 @@ def check_layer(layer: Layer, key: Array, x: Array | None = None, *, in_shape: t
         scalar = lambda t: jnp.vdot(forward(t["params"], t["x"])[0], as_dtype(dy, jnp.float64))  # noqa: E731
         rows = judge(names, *leaves, tol_, fd_tol_, dtype, (scalar, {"params": p, "x": inp}, k_fd, finite_differences),
                       {"dx": (dy, y)} if y.shape == inp.shape else None, projections=PROJECTIONS if fast else 0,
-                      variants=variant_gradients(lambda q, v: forward(q, v)[0], (p, inp), dy, _param_and_input_leaves))
+                      variants=variant_gradients(lambda q, v: forward(q, v)[0], (p, inp), dy, _param_and_input_leaves),
+                      known=None if slips is None else
+                      lambda: [(kind, words, _param_and_input_leaves(g)) for kind, words, g in slips(p, inp, dy)])
         return report_of(subject, rows, tol_, fd_tol_, warns, notes)
 
     return guarded(subject, dtype, tol, fd_tol, body)

@@ -1,0 +1,192 @@
+"""The exercises: for each, the reference forward built from the package's own layers and losses (what
+a student's forward must compute), progressive hints, and the typical slips the grader names.
+
+A slip is an edit of the reference solution's source (`solutions/NAME.py`): the grader runs the edited
+backward at the check's point, and a student gradient equal to it gets the slip's words. The slips
+complete the checker's generic kinds (scale, sign, transpose, broadcast-sum, swapped, a missing or
+wrong g', ...), which need no listing here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+
+from ..layers import activation, batch_norm, causal_self_attention, conv2d, dense_forward, dropout, embedding, layer_norm, max_pool, softmax
+from ..losses import LOSSES
+
+#: examples per batch in every check (the number a student's missing or extra 1/m shows as)
+BATCH = 8
+
+
+class Slip(NamedTuple):
+    """A typical mistake: `old` replaced by `new` in the reference solution's source."""
+
+    kind: str
+    words: str
+    old: str
+    new: str
+
+
+class Exercise(NamedTuple):
+    """One derive-it-yourself exercise.
+
+    `inputs`: "layer" (forward(params, x)), "cost" (forward(params, x, y), targets drawn by the
+    grader), "stochastic" (forward(params, x, key)) or "tokens" (forward(params, idx), integers).
+    `reference(params, x, extra)`: the output the file's forward must reproduce (extra: the targets,
+    the key or the tokens)."""
+
+    name: str
+    title: str
+    in_shape: tuple
+    reference: Callable[[Any, Any, Any], Any]
+    hints: tuple
+    slips: tuple = ()
+    inputs: str = "layer"
+
+
+def _layer_output(layer: Any) -> Callable:
+    return lambda params, x, extra: layer.forward(params, x)[0]
+
+
+def _residual_reference(params: dict, x: Any, extra: Any) -> Any:
+    """y = x + dense2(tanh(dense1(x))), from the package's dense_forward and tanh."""
+    z1, _ = dense_forward({"W": params["W1"], "b": params["b1"]}, x)
+    h, _ = activation("tanh").forward({}, z1)
+    return x + dense_forward({"W": params["W2"], "b": params["b2"]}, h)[0]
+
+
+_AT_OUTPUT = "your dz evaluates the derivative at the output a, which is already g(z): the derivative belongs at the input z"
+_CHAIN = "The chain rule: each gradient is the upstream gradient times this step's local derivative."
+_NORM_SLIPS = {
+    "mean term": "your dx leaves out the path through the mean mu: mu is computed from every x_i, so each x_i also moves "
+                 "every output through mu",
+    "variance term": "your dx leaves out the path through the variance: var is computed from every x_i, so each x_i also "
+                     "moves every output through var",
+    "constants": "your dx treats the mean and the variance as constants: they are computed from x, and a gradient flows "
+                 "through both",
+}
+
+EXERCISES: dict[str, Exercise] = {e.name: e for e in (
+    Exercise("dense", "a fully connected layer: dW, db and dx", (6,), lambda p, x, extra: dense_forward(p, x)[0], (
+        "Write down the shapes first: dW has W's shape (n_out, n_in), db has b's shape (n_out,), dx has x's shape (m, n_in).",
+        "Work with one example and one entry: y_k = sum_j W_kj x_j + b_k. What is dy_k/dW_kj? Then sum over the examples.",
+        "dy already carries the cost's 1/m: the sums over the batch in this layer need no other factor.",
+        "Every gradient here is a product of dy with one of the forward's other factors; the shapes tell you the order.")),
+    Exercise("sigmoid", "the logistic activation: dz", (6,), _layer_output(activation("sigmoid")), (
+        "dz has the shape of z; the step is elementwise, so dz_ij depends on da_ij and z_ij only.",
+        "Differentiate 1 / (1 + e^-z) with the quotient (or chain) rule.",
+        "Write sigma'(z) in terms of sigma(z) itself: the forward caches a = sigma(z)."),
+        (Slip("derivative at the output", _AT_OUTPUT, "a * (1 - a)", "(1 / (1 + jnp.exp(-a))) * (1 - 1 / (1 + jnp.exp(-a)))"),)),
+    Exercise("tanh", "the hyperbolic tangent activation: dz", (6,), _layer_output(activation("tanh")), (
+        "dz has the shape of z; the step is elementwise.",
+        "tanh = sinh / cosh: differentiate with the quotient rule and use cosh^2 - sinh^2 = 1.",
+        "Write tanh'(z) in terms of tanh(z): the forward caches a = tanh(z)."),
+        (Slip("derivative at the output", _AT_OUTPUT, "(1 - a ** 2)", "(1 - jnp.tanh(a) ** 2)"),
+         Slip("derivative in terms of the wrong variable",
+              "your dz writes the derivative's formula in terms of z where that formula takes the output a", "(1 - a ** 2)",
+              "(1 - z ** 2)"))),
+    Exercise("relu", "the rectified linear unit: dz", (6,), _layer_output(activation("relu")), (
+        "relu has two pieces: z > 0 and z < 0. What is the slope of each?",
+        "The gradient passes through where the unit is active and stops where it is not."),
+        (Slip("wrong mask", "your dz lets the gradient through where z < 0: relu passes it only where the unit is active (z > 0)",
+              "(z > 0)", "(z < 0)"),)),
+    Exercise("softmax", "softmax on its own: dz", (5,), _layer_output(softmax()), (
+        "Each a_k depends on every z_j of its row: dz_j = sum_k da_k da_k/dz_j, a sum over the whole row.",
+        "Derive da_k/dz_j in two cases, j = k and j != k; both are products of a's.",
+        "Put the two cases together with the indicator 1[j = k], then carry out the sum over k."),
+        (Slip("diagonal only", "your dz keeps only the diagonal of the softmax Jacobian (da_j/dz_j): every a_k of the row "
+              "depends on z_j too", "a * (da - jnp.sum(da * a, axis=-1, keepdims=True))", "a * (1 - a) * da"),
+         Slip("diagonal only", "your dz keeps only the diagonal of the softmax Jacobian, and only its first factor: every "
+              "a_k of the row depends on z_j", "a * (da - jnp.sum(da * a, axis=-1, keepdims=True))", "a * da"),
+         Slip("sign of a term", "your dz adds the term that couples the row where it is subtracted: check the sign of "
+              "da_k/dz_j for j != k", "(da - jnp.sum(", "(da + jnp.sum("))),
+    Exercise("softmax_cross_entropy", "softmax with the cross-entropy cost: dz", (5,),
+             lambda p, x, y: LOSSES["cross_entropy"].cost_from_logits(x, y), (
+        "Differentiate C with respect to z directly, through the softmax: the combination is simpler than either part.",
+        "log a_ij = z_ij - log sum_k exp(z_ik): differentiate that with respect to z_ij and z_il.",
+        "Use sum_j y_ij = 1 (one-hot rows).",
+        "C averages over the batch: where does its 1/m go? dC is the seed, a scalar multiplying everything."),
+        (Slip("missing derivative", "your dz is dC/da, the gradient with respect to the softmax's output a: the softmax's "
+              "own derivative is missing (dz needs the path through a = softmax(z))", "dC * (a - y) / m", "dC * (-y / a) / m"),),
+        inputs="cost"),
+    Exercise("quadratic_cost", "Nielsen's quadratic cost: da", (5,), lambda p, a, y: LOSSES["quadratic"].cost(a, y), (
+        "Differentiate one example's term (1/2) ||a_i - y_i||^2 with respect to a_i first.",
+        "Then the constants: the 1/2 and the derivative of the square; and the 1/m of the average.",
+        "dC is the seed, a scalar multiplying everything."), inputs="cost"),
+    Exercise("dropout", "inverted dropout: dx", (6,), lambda p, x, key: dropout(0.5).forward(p, x, key)[0], (
+        "The mask is a constant once drawn: y is x times a fixed number per entry.",
+        "Which number multiplies x_ij in the forward? The same one multiplies dy_ij in the backward."),
+        (Slip("missing scale", "your dx drops the right units but leaves out the 1/(1 - rate) the forward multiplied by",
+              "dy * mask / (1 - RATE)", "dy * mask"),),
+        inputs="stochastic"),
+    Exercise("batch_norm", "batch normalisation: dgamma, dbeta and dx", (5,), _layer_output(batch_norm()), (
+        "dgamma and dbeta come first and are short: y = gamma xhat + beta, summed over the examples (gamma is shared).",
+        "Then dxhat = dC/dxhat. x reaches xhat directly, through mu and through var: three paths.",
+        "Compute dvar = dC/dvar and dmu = dC/dmu as sums over the batch (the m examples), then add the three paths.",
+        "Simplify with sum_i xhat_i = 0 and (1/m) sum_i xhat_i^2 = var / (var + eps)."),
+        (Slip("missing term", _NORM_SLIPS["mean term"], " - jnp.sum(dxhat, axis=0) - ", " - "),
+         Slip("missing term", _NORM_SLIPS["variance term"], " - xhat * jnp.sum(dxhat * xhat, axis=0))", ")"),
+         Slip("missing term", _NORM_SLIPS["constants"], "dx = inv_std / m * (m * dxhat - jnp.sum(dxhat, axis=0) - xhat * "
+              "jnp.sum(dxhat * xhat, axis=0))", "dx = inv_std * dxhat"),
+         Slip("missing gamma", "your dx leaves gamma out of dC/dxhat: y = gamma xhat + beta, so dxhat is dy times gamma",
+              "dxhat = dy * params[\"gamma\"]", "dxhat = dy"),
+         Slip("sum over the wrong axis", "your dx sums over the features (axis 1) where the batch statistics sum over the "
+              "examples (axis 0)", "dx = inv_std / m * (m * dxhat - jnp.sum(dxhat, axis=0) - xhat * jnp.sum(dxhat * xhat, axis=0))",
+              "dx = inv_std / m * (m * dxhat - jnp.sum(dxhat, axis=1, keepdims=True) - xhat * jnp.sum(dxhat * xhat, axis=1, "
+              "keepdims=True))"))),
+    Exercise("layer_norm", "layer normalisation: dgamma, dbeta and dx", (5,), _layer_output(layer_norm()), (
+        "dgamma and dbeta: gamma and beta are shared by every example, so their gradients sum over the examples.",
+        "dx: batch norm's derivation with the roles of the axes swapped: mu_i and var_i come from example i's n features.",
+        "So the sums in dx run over the features (the last axis), one per example, and the factor is 1/n, not 1/m."),
+        (Slip("missing term", _NORM_SLIPS["mean term"], " - jnp.sum(dxhat, axis=-1, keepdims=True)\n", "\n"),
+         Slip("missing term", _NORM_SLIPS["variance term"], "- xhat * jnp.sum(dxhat * xhat, axis=-1, keepdims=True))", ")"),
+         Slip("sum over the wrong axis", "your dx sums over the examples (axis 0) where layer norm's statistics sum over "
+              "each example's features (the last axis)", "jnp.sum(dxhat, axis=-1, keepdims=True)\n                        "
+              "- xhat * jnp.sum(dxhat * xhat, axis=-1, keepdims=True)",
+              "jnp.sum(dxhat, axis=0)\n                        - xhat * jnp.sum(dxhat * xhat, axis=0)"),
+         Slip("missing gamma", "your dx leaves gamma out of dC/dxhat: y = gamma xhat + beta, so dxhat is dy times gamma",
+              "dxhat = dy * params[\"gamma\"]", "dxhat = dy"))),
+    Exercise("residual", "a residual block with a tanh inside: every gradient", (5,), _residual_reference, (
+        "Name the intermediates: z1 = x W1^T + b1, h = tanh(z1), f = h W2^T + b2, y = x + f.",
+        "Go backwards one step at a time: df = dy, then dW2, db2 and dh as for a dense layer; then dz1 through the tanh.",
+        "x is used twice: the gradients of both uses add up."),
+        (Slip("missing path", "your dx leaves out the skip path: y = x + f(x), and the x outside f also reaches y",
+              "dx = dy + dz1 @ params[\"W1\"]", "dx = dz1 @ params[\"W1\"]"),
+         Slip("missing path", "your dx keeps only the skip path: the x inside f(x) reaches y too",
+              "dx = dy + dz1 @ params[\"W1\"]", "dx = dy"))),
+    Exercise("conv2d", "a 2-D convolution, stride 1, no padding: dW, db and dx", (6, 6, 2), _layer_output(conv2d(3, 3, impl="xla")), (
+        "db: the bias is added at every output position of every image.",
+        "dW[i, j] is a C x F matrix: the window of x at offset (i, j) meets dz there, summed over the images and positions.",
+        "dx: each offset's window of x received dz @ W[i, j]^T; windows overlap, so their contributions add up."),
+        (Slip("overwritten sums", "your dx overwrites where it should accumulate: the windows of x at different offsets "
+              "overlap, and each pixel sums the gradients of every window it is in",
+              "dx = dx.at[:, i:i + ho, j:j + wo, :].add(", "dx = dx.at[:, i:i + ho, j:j + wo, :].set("),)),
+    Exercise("max_pool", "2 x 2 max pooling, stride 2: dx", (4, 4, 2), _layer_output(max_pool(2)), (
+        "y is one entry of its window: which entry of x moves y when it moves a little?",
+        "The other three entries of a window do not change y at all."),
+        (Slip("gradient to every entry", "your dx sends dy to every entry of the window: only the entry that made the "
+              "maximum affects y", "dwindows = is_max * dy", "dwindows = (is_max | True) * dy"),
+         Slip("averaged", "your dx spreads dy evenly over the window, as average pooling would: only the maximum affects y",
+              "dwindows = is_max * dy", "dwindows = 0.25 * (is_max | True) * dy"))),
+    Exercise("attention", "single-head causal self-attention: every gradient", (4, 6),
+             _layer_output(causal_self_attention(1)), (
+        "Work backwards through y = o W_proj^T, o = P v, P = softmax(s), s = q k^T / sqrt(C), [q k v] = x W_attn^T.",
+        "The softmax's backward is the `softmax` exercise, row by row. The masked entries have P = 0: what does that make dS there?",
+        "The scale 1 / sqrt(C) multiplies the scores, so it multiplies both dq and dk.",
+        "dW_attn and dx take dq, dk, dv side by side, in the order the forward split them."),
+        (Slip("missing scale", "your dq and dk leave out the 1/sqrt(C) the scores were multiplied by",
+              "dq = ds @ k / jnp.sqrt(c)\n    dk = jnp.swapaxes(ds, -1, -2) @ q / jnp.sqrt(c)",
+              "dq = ds @ k\n    dk = jnp.swapaxes(ds, -1, -2) @ q"),
+         Slip("diagonal only", "your softmax backward keeps only the diagonal of its Jacobian: every P[t, u] of a row depends on "
+              "every score of that row", "ds = P * (dP - jnp.sum(dP * P, axis=-1, keepdims=True))", "ds = P * (1 - P) * dP"),
+         Slip("missing derivative", "your backward skips the softmax: dS is not dP, the softmax's Jacobian sits between them",
+              "ds = P * (dP - jnp.sum(dP * P, axis=-1, keepdims=True))", "ds = dP"))),
+    Exercise("embedding", "token and position embeddings: dwte and dwpe", (1,), lambda p, x, idx: embedding(5, 4, 3).forward(p, idx)[0], (
+        "Row v of wte is used wherever token v appears: every use contributes dx at that position.",
+        "A token used twice gets the sum of both positions' gradients: an assignment keeps only one of them.",
+        "wpe[t] is used by every sequence of the batch at position t."),
+        (Slip("overwritten sums", "your dwte keeps one use of a repeated token: a row used several times gets the sum of the "
+              "gradients of all its uses", ".at[idx].add(dx)", ".at[idx].set(dx)"),),
+        inputs="tokens"),
+)}

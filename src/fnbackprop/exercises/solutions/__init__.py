@@ -1,0 +1,1 @@
+"""Reference solutions of the exercises, one module per exercise (read as text by `fnbackprop.exercises`)."""
