@@ -35,7 +35,7 @@ def save(path: str | os.PathLike, tree: Any, meta: dict) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub reads the keywords as allow_pickle
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

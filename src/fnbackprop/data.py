@@ -12,7 +12,7 @@ import os
 import pickle
 import struct
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -77,7 +77,7 @@ def validate(x: np.ndarray, y: np.ndarray, task: str, what: str, n_classes: int 
 
 
 def _checked(ds: Dataset, n_classes: int | None = None) -> Dataset:
-    splits = [("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)]
+    splits: list[tuple[str, Any, Any]] = [("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)]
     if ds.x_val is not None:
         splits.append(("validation", ds.x_val, ds.y_val))
     for split, x, y in splits:
@@ -151,6 +151,12 @@ def _idx_dir(folder: Path) -> Path | None:
     return None
 
 
+def _present(path: Path | None) -> Path:
+    """A path `find_mnist` has already confirmed exists."""
+    assert path is not None, "find_mnist confirms the IDX files before they are read"
+    return path
+
+
 def _idx_file(folder: Path, stem: str) -> Path | None:
     for name in (stem, stem + ".gz"):
         if (folder / name).is_file():
@@ -177,11 +183,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 def _mnist_from_idx(folder: Path) -> Dataset:
     def images(stem: str) -> np.ndarray:
-        raw = read_idx(_idx_file(folder, stem))
+        raw = read_idx(_present(_idx_file(folder, stem)))
         return (raw.reshape(len(raw), -1) / 256.0).astype(np.float32)  # pixel/256, as Nielsen's pickle
 
     def labels(stem: str) -> np.ndarray:
-        return read_idx(_idx_file(folder, stem)).astype(np.int64)
+        return read_idx(_present(_idx_file(folder, stem))).astype(np.int64)
 
     x, y = images(IDX_NAMES["train_images"]), labels(IDX_NAMES["train_labels"])
     return Dataset("mnist", "classification", x[:MNIST_TRAIN], y[:MNIST_TRAIN],
@@ -205,10 +211,10 @@ def load_mnist(path: str | os.PathLike | None = None) -> Dataset:
         return _checked(_mnist_from_pickle(where), 10)
     if (where / "mnist.pkl.gz").is_file():
         return _checked(_mnist_from_pickle(where / "mnist.pkl.gz"), 10)
-    return _checked(_mnist_from_idx(_idx_dir(where)), 10)
+    return _checked(_mnist_from_idx(_present(_idx_dir(where))), 10)
 
 
-LOADERS = {"digits": load_digits, "breast_cancer": load_breast_cancer, "diabetes": load_diabetes, "mnist": load_mnist}
+LOADERS: dict[str, Callable[..., Dataset]] = {"digits": load_digits, "breast_cancer": load_breast_cancer, "diabetes": load_diabetes, "mnist": load_mnist}
 
 
 #: the image each row of a dataset is, (H, W, C), for conv layers (`fnbackprop.architecture`)

@@ -198,7 +198,7 @@ class Graph:
     def _draw_with_matplotlib(self, png: Path, values: dict | None, grads: dict | None) -> None:
         from .plot import plt
 
-        depth, rows, pos = self.depths(), {}, {}
+        depth, rows, pos = self.depths(), dict[int, int](), dict[str, tuple[int, int]]()
         for name, d in depth.items():
             pos[name] = (d, rows.setdefault(d, 0))
             rows[d] += 1

@@ -127,8 +127,9 @@ class Head:
 
     def cost(self, z: Array, y: Array) -> Array:
         """C, from the logits for the canonical pairs, from A[L] otherwise."""
-        if self.fused:
-            return self.loss.cost_from_logits(z, y)
+        from_logits = self.loss.cost_from_logits
+        if self.fused and from_logits is not None:
+            return from_logits(z, y)
         return self.loss.cost(self.predict(z), y)
 
     def backward(self, z: Array, y: Array) -> Array:

@@ -203,7 +203,8 @@ class Network:
 
     def _backward(self, full: list, caches: list, dy: Array) -> tuple[list, list, Array]:
         """Run the layers' backward passes in the reverse order of the forward pass."""
-        grads, cotangents = [None] * len(self.layers), [None] * len(self.layers)
+        grads: list[Any] = [None] * len(self.layers)
+        cotangents: list[Any] = [None] * len(self.layers)
         for i in reversed(range(len(self.layers))):
             cotangents[i] = dy
             grads[i], dy = self.layers[i].backward(full[i], caches[i], dy)

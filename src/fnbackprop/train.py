@@ -348,7 +348,7 @@ def fit(
         params, opt_state, stats = run_epoch(params, opt_state, jax.random.fold_in(shuffle_key, epoch), x_tr, y_tr)
         jax.block_until_ready(params)
         seconds = time.perf_counter() - start
-        record = {"epoch": epoch, "seconds": seconds, "mean_batch_cost": float(stats.mean_batch_cost)}
+        record: dict[str, Any] = {"epoch": epoch, "seconds": seconds, "mean_batch_cost": float(stats.mean_batch_cost)}
         for split, (x, y) in splits.items():
             record.update({f"{split}_{k}": float(v) for k, v in evaluate_split(params, x, y).items()})
         record["grad_norms"] = [{k: float(v) for k, v in layer.items()} for layer in stats.grad_norms]
@@ -356,7 +356,7 @@ def fit(
             last = f"the checkpoint of epoch {epoch - 1} at {ckpt}" if ckpt is not None and epoch > 1 else "no checkpoint"
             raise TrainingDiverged(f"training diverged in epoch {epoch}: the cost is {record['train_cost']}; last good: {last}")
         history.append(record)
-        if out is not None:
+        if out is not None and ckpt is not None:
             checkpoint.save(ckpt, (params, opt_state), {"epoch": epoch, "history": history, "config": config or {}})
             _write_json(out / "results.json", {"config": config or {}, "epochs": history})
         if on_epoch is not None:

@@ -117,7 +117,7 @@ class FDSample(NamedTuple):
     slopes[2:4]: the same at h / SMALL_STEP. noise: eps max|f| / h, the quotients' rounding unit at h.
     """
 
-    index: np.ndarray
+    index: np.ndarray  # type: ignore[assignment]  # the field shadows tuple.index, which nothing here calls
     slopes: np.ndarray
     noise: np.ndarray
 

@@ -114,7 +114,7 @@ def _lists(tree: Any) -> Any:
 def expect_like(stage: str, got: Any, expected: Any, what: str) -> None:
     """`got` must have the pytree structure of `expected` (any empty pytree stands for another; plain
     lists and tuples stand for each other), and array leaves; shapes and dtypes are judged per tensor later."""
-    same = jax.tree_util.tree_structure(_lists(got)) == jax.tree_util.tree_structure(_lists(expected))
+    same = bool(jax.tree_util.tree_structure(_lists(got)) == jax.tree_util.tree_structure(_lists(expected)))  # type: ignore[operator]
     both_empty = not jax.tree_util.tree_leaves(got) and not jax.tree_util.tree_leaves(expected)
     if not (same or both_empty):
         raise UserCodeFailed(stage, "structure mismatch", f"{what} is {describe(got)}; expected the structure {describe(expected)}")
@@ -328,7 +328,7 @@ def check_layer(layer: Layer, key: Array, x: Array | None = None, *, in_shape: t
 
     def body() -> Report:
         k_init, k_x, k_dy, k_fd, k_move = jax.random.split(key, 5)
-        inp = as_dtype(jax.random.normal(k_x, (batch, *in_shape), dtype) if x is None else x, dtype)
+        inp = as_dtype(jax.random.normal(k_x, (batch, *(in_shape or ())), dtype) if x is None else x, dtype)
         tol_, fd_tol_, warns = tolerances(dtype, tol, fd_tol)
         p, notes = _parameters(params, lambda: layer.init(k_init, tuple(inp.shape[1:])), k_move, dtype)
         skey = layer_key if layer_key is not None else jax.random.PRNGKey(0)
@@ -350,9 +350,9 @@ def check_layer(layer: Layer, key: Array, x: Array | None = None, *, in_shape: t
         expect_like("backward under jax.jit", jitted[0], p, "dparams")
         auto = run_user("forward under jax.vjp", jax.jit(lambda q, v, d: jax.vjp(lambda q, v: forward(q, v)[0], q, v)[1](d)), p, inp, dy)
         names = _paths(p, "params") + ["dx"]
-        leaves = [jax.tree_util.tree_leaves(t[0]) + [t[1]] for t in (hand, auto, jitted)]
+        hand_leaves, auto_leaves, jitted_leaves = (jax.tree_util.tree_leaves(t[0]) + [t[1]] for t in (hand, auto, jitted))
         scalar = lambda t: jnp.vdot(forward(t["params"], t["x"])[0], as_dtype(dy, jnp.float64))  # noqa: E731
-        rows = judge(names, *leaves, tol_, fd_tol_, dtype, (scalar, {"params": p, "x": inp}, k_fd, finite_differences),
+        rows = judge(names, hand_leaves, auto_leaves, jitted_leaves, tol_, fd_tol_, dtype, (scalar, {"params": p, "x": inp}, k_fd, finite_differences),
                       {"dx": (dy, y)} if y.shape == inp.shape else None, projections=PROJECTIONS if fast else 0,
                       variants=variant_gradients(lambda q, v: forward(q, v)[0], (p, inp), dy, _param_and_input_leaves),
                       known=None if slips is None else

@@ -43,6 +43,15 @@ def _undecorated(f: Callable, vjp: Callable | None) -> tuple[Callable, Callable,
     return f, without_rules(f), ()  # a function with custom rules inside (a model): autodiff with every rule bypassed
 
 
+def _pairing(leaves: list, others: list) -> Array:
+    """sum_i <leaves_i, others_i> over the floating leaves (0 when there is none)."""
+    total = jnp.zeros(())
+    for leaf, other in zip(leaves, others):
+        if _is_float(leaf):
+            total = total + jnp.vdot(leaf, other)
+    return total
+
+
 def _is_float(leaf: Any) -> bool:
     return jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact)
 
@@ -124,7 +133,13 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
         jitted = [None] * len(diff) if refused else run_user("the custom rule under jax.jit", jax.jit(pullback(ruled)),
                                                              [cast[i] for i in diff], ct)
         auto = run_user("autodiff of the undecorated function", jax.jit(pullback(primal)), [cast[i] for i in diff], ct)
-        order, names, hand_l, auto_l, jit_l, point, integer_rows = [], [], [], [], [], [], {}
+        order: list[str] = []
+        names: list[str] = []
+        hand_l: list = []
+        auto_l: list = []
+        jit_l: list = []
+        point: list = []
+        integer_rows: dict[str, TensorRow] = {}
         for i, h, a, j in zip(diff, hand, auto, jitted):
             a_leaves = jax.tree_util.tree_leaves(a)
             j_leaves = [None] * len(a_leaves) if j is None else jax.tree_util.tree_leaves(j)
@@ -137,7 +152,8 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
                                                    "ok", float("nan"), f"{jnp.asarray(value).dtype} input: not differentiable "
                                                                        "(float0 cotangent)")
                     continue
-                names.append(name), hand_l.append(hv), auto_l.append(av), jit_l.append(jv), point.append(value)
+                for collected, item in ((names, name), (hand_l, hv), (auto_l, av), (jit_l, jv), (point, value)):
+                    collected.append(item)
         flat = [jax.tree_util.tree_flatten(cast[i]) for i in diff]
         slots = [(a, j) for a, (leaves, _) in enumerate(flat) for j, v in enumerate(leaves) if _is_float(v)]
 
@@ -146,9 +162,8 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
             leaves = [list(args_leaves) for args_leaves, _ in flat]
             for (a, j), value in zip(slots, floats):
                 leaves[a][j] = value
-            result = call(primal, [treedef.unflatten(lv) for lv, (_, treedef) in zip(leaves, flat)])
-            return sum(jnp.vdot(o, jnp.asarray(c, jnp.float64)) for o, c in
-                       zip(jax.tree_util.tree_leaves(result), jax.tree_util.tree_leaves(ct)) if _is_float(o))
+            result = call(primal, [jax.tree_util.tree_unflatten(treedef, lv) for lv, (_, treedef) in zip(leaves, flat)])
+            return _pairing(jax.tree_util.tree_leaves(result), [jnp.asarray(c, jnp.float64) for c in jax.tree_util.tree_leaves(ct)])
 
         diff_args = [cast[i] for i in diff]
         fd = (scalar, point, key, finite_differences)
@@ -184,9 +199,9 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
             rows += judge([f"{n} under {transform}" for n in names], hand_t, auto_t, [None] * len(names), t_tol, fd_tol_, dtype)
         with jax.enable_x64(True):
             rate = taylor_rate(scalar, [jnp.asarray(v, jnp.float64) for v in point], [jnp.asarray(h, jnp.float64) for h in rule64], key)
-        notes = (f"Taylor remainder |f(x + h v) - f(x) - h <g, v>| of the rule's g falls like h^{rate:.2f} for h from "
+        notes: tuple[str, ...] = (f"Taylor remainder |f(x + h v) - f(x) - h <g, v>| of the rule's g falls like h^{rate:.2f} for h from "
                  f"{TAYLOR_STEPS[0]:g} to {TAYLOR_STEPS[-1]:g} (h^2: consistent with a correct gradient; h^1: wrong)"
-                 if rate == rate else "Taylor remainder not measured: the rule's cotangents do not have the inputs' shapes",)
+                                  if rate == rate else "Taylor remainder not measured: the rule's cotangents do not have the inputs' shapes",)
         notes += (f"nondiff_argnums {nondiff} passed as given",) if nondiff else ()
         notes += (FAST_NOTE,) if fast else ()
         notes += (f"JAX refused the rule ({refused}): its own cotangents are compared, no transform is checked",) if refused else ()
@@ -206,8 +221,10 @@ def _raw_rule(f: Callable, vjp: Callable | None, args: list, nondiff: tuple, ct:
         if vjp is not None:
             cts = tuple(vjp(*args, ct))
         elif isinstance(f, jax.custom_vjp):
-            _, residuals = f.fwd(*args)
-            cts = tuple(f.bwd(*[args[i] for i in nondiff], residuals, ct))
+            fwd, bwd = f.fwd, f.bwd
+            assert fwd is not None and bwd is not None, "a custom_vjp without defvjp"
+            _, residuals = fwd(*args)
+            cts = tuple(bwd(*[args[i] for i in nondiff], residuals, ct))
         else:
             return None
     except Exception:  # noqa: BLE001 (the rule fails when called directly too: the original failure is the finding)
@@ -251,8 +268,7 @@ def _under(transform: str, rule: Callable, reference: Callable, args: list, ct: 
         def grad_of(fn: Callable) -> Callable:
             def pairing(a: list) -> Array:
                 cts = fn(a, ct)
-                return sum(jnp.vdot(c, w) for c, w in zip(jax.tree_util.tree_leaves(cts), jax.tree_util.tree_leaves(weights))
-                           if _is_float(c))
+                return _pairing(jax.tree_util.tree_leaves(cts), jax.tree_util.tree_leaves(weights))
             return lambda: jax.grad(pairing, allow_int=True)(args)
 
         return run_user("jax.grad of the custom rule", grad_of(rule)), run_user("jax.grad of autodiff", grad_of(reference))

@@ -13,7 +13,8 @@ from typing import Any, Callable, NamedTuple
 
 
 from ..layers import activation, batch_norm, causal_self_attention, conv2d, dense_forward, dropout, embedding, layer_norm, max_pool, softmax
-from ..losses import LOSSES
+from ..activations import ACTIVATIONS
+from ..losses import LOSSES, Head
 
 #: examples per batch in every check (the number a student's missing or extra 1/m shows as)
 BATCH = 8
@@ -102,7 +103,7 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
          Slip("sign of a term", "your dz adds the term that couples the row where it is subtracted: check the sign of "
               "da_k/dz_j for j != k", "(da - jnp.sum(", "(da + jnp.sum("))),
     Exercise("softmax_cross_entropy", "softmax with the cross-entropy cost: dz", (5,),
-             lambda p, x, y: LOSSES["cross_entropy"].cost_from_logits(x, y), (
+             lambda p, x, y: Head(ACTIVATIONS["softmax"], LOSSES["cross_entropy"]).cost(x, y), (
         "Differentiate C with respect to z directly, through the softmax: the combination is simpler than either part.",
         "log a_ij = z_ij - log sum_k exp(z_ik): differentiate that with respect to z_ij and z_il.",
         "Use sum_j y_ij = 1 (one-hot rows).",

@@ -187,7 +187,8 @@ def confirm_forward(exercise: Exercise, module: Any, key: jax.Array, extra: Any)
 
 # ----- the words ----------------------------------------------------------------------------------------
 def tensor_name(row_name: str, exercise: Exercise) -> str:
-    """params['c_attn']['W'] -> dW (c_attn); dx -> the exercise's input gradient (dz, da, dx)."""
+    """A row's name as a student reads it: `params['c_attn']['W']` is `dW (c_attn)`; `dx` the exercise's
+    input gradient (dz, da, dx)."""
     if row_name == "dx":
         return exercise_input_gradient(exercise)
     keys = re.findall(r"\['([^']+)'\]|\[(\d+)\]", row_name)

@@ -45,7 +45,7 @@ def _pairs(value: int | tuple, what: str) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-def padding_amounts(padding: Padding, size: tuple[int, int], window: tuple[int, int], stride: tuple[int, int]) -> tuple:
+def padding_amounts(padding: Padding, size: tuple[int, ...], window: tuple[int, int], stride: tuple[int, int]) -> tuple:
     """((top, bottom), (left, right)) for "VALID" (none), "SAME" (out = ceil(size / stride), the
     extra row or column at the bottom or right, as XLA does), an int p (p on every side) or the pairs."""
     if isinstance(padding, str) and padding.upper() == "VALID":
@@ -79,7 +79,7 @@ def _unpad(x: Array, pads: tuple, size: tuple[int, int]) -> Array:
 
 
 # ----- im2col and col2im -------------------------------------------------------------------------------
-def patches(xpad: Array, window: tuple[int, int], stride: tuple[int, int], out: tuple[int, int]) -> Array:
+def patches(xpad: Array, window: tuple[int, int], stride: tuple[int, int], out: tuple[int, ...]) -> Array:
     """(m, P, Q, kh, kw, C): patches[n, p, q, i, j, c] = xpad[n, s p + i, s q + j, c], by kh kw strided slices."""
     (kh, kw), (sh, sw), (P, Q) = window, stride, out
     if (kh, kw) == (sh, sw):  # windows that tile the input: a reshape, no copies by slicing
@@ -90,7 +90,7 @@ def patches(xpad: Array, window: tuple[int, int], stride: tuple[int, int], out: 
     return jnp.stack(rows, axis=3)
 
 
-def col2im(dpatches: Array, padded: tuple[int, int], stride: tuple[int, int]) -> Array:
+def col2im(dpatches: Array, padded: tuple[int, ...], stride: tuple[int, int]) -> Array:
     """The adjoint of `patches`: dxpad[n, s p + i, s q + j, c] += dpatches[n, p, q, i, j, c], overlapping
     windows adding up (the fan-out rule: an entry used by several patches gets the sum of their gradients).
     Each of the kh kw slices is placed by a pad (interior padding s - 1 between its rows and columns), not
@@ -101,13 +101,14 @@ def col2im(dpatches: Array, padded: tuple[int, int], stride: tuple[int, int]) ->
     if (kh, kw) == (sh, sw):  # tiling windows: the reshape back, and zeros for the rows and columns no window saw
         tiles = dpatches.transpose(0, 1, 3, 2, 4, 5).reshape(m, P * kh, Q * kw, C)
         return jax.lax.pad(tiles, zero, ((0, 0, 0), (0, padded[0] - P * kh, 0), (0, padded[1] - Q * kw, 0), (0, 0, 0)))
-    total = None
+    total: Array | None = None
     for i in range(kh):  # each (i, j) slice of the patches, spread out by the stride and shifted to its place: a pad
         for j in range(kw):
             placed = jax.lax.pad(dpatches[:, :, :, i, j, :], zero,
                                  ((0, 0, 0), (i, padded[0] - i - sh * (P - 1) - 1, sh - 1),
                                   (j, padded[1] - j - sw * (Q - 1) - 1, sw - 1), (0, 0, 0)))
             total = placed if total is None else total + placed
+    assert total is not None  # kh, kw >= 1
     return total
 
 
@@ -241,7 +242,7 @@ def avg_pool(window: int | tuple = 2, stride: int | tuple | None = None) -> Laye
     strides = win if stride is None else _pairs(stride, "stride")
     size = win[0] * win[1]
 
-    def forward(params: dict, x: Array) -> tuple[Array, tuple]:
+    def forward(params: dict, x: Array) -> tuple[Array, Array]:
         p = patches(x, win, strides, _pool_geometry(x.shape, win, strides))
         return jnp.sum(p, axis=(3, 4)) / size, shape_token(x)
 
@@ -256,7 +257,7 @@ def avg_pool(window: int | tuple = 2, stride: int | tuple | None = None) -> Laye
 def flatten() -> Layer:
     """(m, H, W, C) -> (m, H W C), row-major (C fastest); backward: dy reshaped back."""
 
-    def forward(params: dict, x: Array) -> tuple[Array, tuple]:
+    def forward(params: dict, x: Array) -> tuple[Array, Array]:
         return x.reshape(x.shape[0], -1), shape_token(x)
 
     def backward(params: dict, token: Array, dy: Array) -> tuple[dict, Array]:

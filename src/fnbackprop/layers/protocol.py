@@ -23,8 +23,8 @@ class Layer(NamedTuple):
     """A layer: pure `init`, `forward` and `backward`, plus a name for reports."""
 
     init: Callable[[Array, tuple[int, ...]], Params]
-    forward: Callable[[Params, Array], tuple[Array, Cache]]
-    backward: Callable[[Params, Cache, Array], tuple[Params, Array]]
+    forward: Callable[..., tuple[Array, Cache]]  # (params, x), or (params, x, key) for a stochastic layer
+    backward: Callable[[Params, Cache, Array], tuple[Params, Any]]  # dx: an Array, None for integer inputs (tokens)
     name: str = "layer"
     stochastic: bool = False
 
