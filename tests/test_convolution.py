@@ -68,8 +68,8 @@ CONFIGS = list(random_configs(4)) + [((3, 3), (2, 2), "SAME", (1, 7, 6, 2), 3), 
                                      ((2, 2), (3, 3), 1, (2, 8, 7, 3), 2)]  # int padding, stride above the kernel
 
 
-# the XLA form's draws compile slowly (18 s): slow step; in the main step it meets im2col in a whole network below
-@pytest.mark.parametrize("impl", [pytest.param("xla", marks=pytest.mark.slow), "im2col"])
+# the draws compile slowly (18 s and 27 s): slow step; in the main step both forms meet in a whole network below
+@pytest.mark.parametrize("impl", [pytest.param("xla", marks=pytest.mark.slow), pytest.param("im2col", marks=pytest.mark.slow)])
 def test_both_implementations_equal_the_loop_reference(impl):
     for i, (kernel, stride, padding, x_shape, n_out) in enumerate(CONFIGS):
         layer = fb.conv2d(n_out, kernel, stride, padding, impl=impl)

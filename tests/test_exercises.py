@@ -63,13 +63,27 @@ MISTAKES = [
     ("embedding", "dwte = jnp.zeros_like(params[\"wte\"]).at[idx].add(dx)", "dwte = jnp.zeros_like(params[\"wte\"]).at[idx].set(dx)",
      "overwritten sums"),
     ("embedding", "jnp.sum(dx, axis=0)", "jnp.mean(dx, axis=0)", "scale"),
+    ("embedding", "jnp.sum(dx, axis=0)", "jnp.sum(dx, axis=1)", "shapes"),
+    ("sigmoid", "dz = da * a * (1 - a)", "dz = a - a * a", "upstream gradient left out"),
+    ("relu", "dz = da * (z > 0)", "dz = jnp.where(z > 0, 1.0, 0.0)", "upstream gradient left out"),
+    ("quadratic_cost", "da = dC * (a - y) / m", "da = (a - y) / m", "seed left out"),
+    ("quadratic_cost", "da = dC * (a - y) / m", "da = dC * (a - y) / (2 * m)", "scale"),
+    ("dropout", "dx = dy * mask / (1 - RATE)", "dx = dy * mask * (1 - RATE)", "scale"),
+    ("batch_norm", "(m * dxhat - jnp.sum(dxhat, axis=0) - xhat", "(m * dxhat + jnp.sum(dxhat, axis=0) - xhat", "sign of a term"),
+    ("batch_norm", "(m * dxhat - jnp.sum(dxhat, axis=0) - xhat", "(m * dxhat - dxhat.mean(0) - xhat", "mean where a sum belongs"),
+    ("batch_norm", "dbeta = jnp.sum(dy, axis=0)", "dbeta = jnp.sum(dy)", "shapes"),
+    ("batch_norm", "dgamma = jnp.sum(dy * xhat, axis=0)", "dgamma = jnp.sum(dy * xhat, axis=0, keepdims=True)", "broadcast-sum"),
+    ("layer_norm", "dgamma = jnp.sum(dy * xhat, axis=0)", "dgamma = jnp.sum(dy * xhat, axis=-1)", "shapes"),
+    ("residual", "dx = dy + dz1 @ params[\"W1\"]", "dx = dy + dz1 @ params[\"W1\"].T", "transpose"),
+    ("attention", "dk = jnp.swapaxes(ds, -1, -2) @ q / jnp.sqrt(c)", "dk = ds @ q / jnp.sqrt(c)", "transpose of dS"),
+    ("attention", "dv = jnp.swapaxes(P, -1, -2) @ do", "dv = P @ do", "transpose of P"),
 ]
 
 
 # a representative of every kind stays in the quick suite; the whole list runs with the slow checks
 QUICK = {"dense: dW = x.T @ dy", "dense: dx = dy @ params[\"W\"].T", "sigmoid: dz = da", "softmax_cross_entropy: dz = dC * (a - y)",
          "batch_norm: dgamma = jnp.sum(dy, axis=0)", "batch_norm: (m * dxhat - xhat", "conv2d: db = jnp.sum(dz, axis=0)",
-         "embedding: dwte = jnp.zeros_like(params[\"wte\"]).at[idx].set(dx)", "relu: dz = jnp.where(z <= 0, da, 0.0)"}
+         "embedding: " + 'dwte = jnp.zeros_like(params["wte"]).at[idx].set(dx)'[:48], "relu: dz = jnp.where(z <= 0, da, 0.0)"}
 
 
 def solution_lines(name: str) -> list[str]:

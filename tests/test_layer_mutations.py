@@ -2,6 +2,7 @@
 each correct twin passes it, and the checker's own controls hold."""
 
 import jax
+import pytest
 
 import fnbackprop as fb
 from fnbackprop.losses import Head
@@ -37,15 +38,22 @@ EXPECTED_KIND = {"1/m dropped": "scale", "sign flip": "sign", "g(Z) instead of g
                  "inner path missing": "missing-derivative", "xhat forgotten": "swapped"}
 
 
-def test_every_planted_mistake_is_caught_as_a_wrong_backward_and_its_kind_named():
-    reports = {name: check(m.mutant, m.in_shape, KEY) for name, m in CATALOGUE.items()}
+#: the quick suite checks every fifth mistake of the catalogue (each family and kind still appears);
+#: the slow step checks all 89
+EVERY_FIFTH = [name for i, name in enumerate(CATALOGUE) if i % 5 == 0] + ["head softmax + cross_entropy: 1/m dropped"]
+
+
+@pytest.mark.parametrize("names", [pytest.param(EVERY_FIFTH, id="every fifth"),
+                                   pytest.param(list(CATALOGUE), id="all", marks=pytest.mark.slow)])
+def test_every_planted_mistake_is_caught_as_a_wrong_backward_and_its_kind_named(names):
+    reports = {name: check(CATALOGUE[name].mutant, CATALOGUE[name].in_shape, KEY) for name in names}
     assert [name for name, report in reports.items() if report.passed] == []  # 100%
     blamed = {name: {r.verdict for r in report.failing()} for name, report in reports.items()}
     assert all(v == {"backward wrong"} for v in blamed.values()), blamed  # the references still agree
     kinds = {name: report.failing()[0].diagnosis.split(":")[0].split(" ")[0] for name, report in reports.items()}
-    expected = {name: kind for name in CATALOGUE for pattern, kind in EXPECTED_KIND.items() if pattern in name}
+    expected = {name: kind for name in names for pattern, kind in EXPECTED_KIND.items() if pattern in name}
     assert {name: kinds[name] for name in expected} == expected
-    assert len(expected) >= 70  # of 89: the rest (norm's inner terms, W for W^T in dx, ...) read `unknown` with evidence
+    assert len(expected) >= (70 if len(names) == len(CATALOGUE) else 12)  # of 89: the rest read `unknown` with evidence
     assert reports["head softmax + cross_entropy: 1/m dropped"].failing()[0].diagnosis.startswith("scale x4:")  # m = 4
 
 

@@ -118,6 +118,7 @@ def test_greedy_generation_equals_a_naive_loop_over_the_cropped_context(trained,
     assert data.decode(out[len(prompt):]) == "cdefgabcdefg"  # the period, learnt
 
 
+@pytest.mark.slow  # 13 s; train_lm and generate are tested directly in the quick suite
 def test_the_cli_trains_and_samples_and_refuses_bad_input_in_one_line(text_file, tmp_path, capsys):
     args = ["train", "--model", "gpt", "--text", str(text_file), "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
             "--block-size", "8", "--batch-size", "8", "--lr", "1e-2", "--min-lr", "1e-3", "--warmup-iters", "5",

@@ -142,6 +142,7 @@ def no_rule_at_all(x):
     return jnp.sum(x ** 2)
 
 
+@pytest.mark.slow  # 18 s of compiles; the rule's checks themselves run in the quick suite
 def test_cli_checks_a_custom_vjp_function_from_a_file(capfd):
     from fnbackprop import cli
 

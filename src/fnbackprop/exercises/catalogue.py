@@ -57,6 +57,12 @@ def _residual_reference(params: dict, x: Any, extra: Any) -> Any:
     return x + dense_forward({"W": params["W2"], "b": params["b2"]}, h)[0]
 
 
+_UPSTREAM = ("your {grad} leaves out {up}, the gradient arriving from above: the chain rule multiplies this step's local "
+             "derivative by it")
+_SEED = "your {grad} leaves out dC, the seed the backward is called with: every gradient of C is multiplied by it"
+_NORM_SIGN = "your dx has the sign of the path through the {what} flipped: that path is subtracted"
+_NORM_MEAN = ("your dx takes a mean where the path through the {what} has a sum (the 1/m is already in front): "
+              "it is m times too small")
 _AT_OUTPUT = "your dz evaluates the derivative at the output a, which is already g(z): the derivative belongs at the input z"
 _CHAIN = "The chain rule: each gradient is the upstream gradient times this step's local derivative."
 _NORM_SLIPS = {
@@ -78,7 +84,8 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
         "dz has the shape of z; the step is elementwise, so dz_ij depends on da_ij and z_ij only.",
         "Differentiate 1 / (1 + e^-z) with the quotient (or chain) rule.",
         "Write sigma'(z) in terms of sigma(z) itself: the forward caches a = sigma(z)."),
-        (Slip("derivative at the output", _AT_OUTPUT, "a * (1 - a)", "(1 / (1 + jnp.exp(-a))) * (1 - 1 / (1 + jnp.exp(-a)))"),)),
+        (Slip("derivative at the output", _AT_OUTPUT, "a * (1 - a)", "(1 / (1 + jnp.exp(-a))) * (1 - 1 / (1 + jnp.exp(-a)))"),
+         Slip("upstream gradient left out", _UPSTREAM.format(grad="dz", up="da"), "dz = da * a * (1 - a)", "dz = a * (1 - a)"))),
     Exercise("tanh", "the hyperbolic tangent activation: dz", (6,), _layer_output(activation("tanh")), (
         "dz has the shape of z; the step is elementwise.",
         "tanh = sinh / cosh: differentiate with the quotient rule and use cosh^2 - sinh^2 = 1.",
@@ -86,12 +93,14 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
         (Slip("derivative at the output", _AT_OUTPUT, "(1 - a ** 2)", "(1 - jnp.tanh(a) ** 2)"),
          Slip("derivative in terms of the wrong variable",
               "your dz writes the derivative's formula in terms of z where that formula takes the output a", "(1 - a ** 2)",
-              "(1 - z ** 2)"))),
+              "(1 - z ** 2)"),
+         Slip("upstream gradient left out", _UPSTREAM.format(grad="dz", up="da"), "dz = da * (1 - a ** 2)", "dz = 1 - a ** 2"))),
     Exercise("relu", "the rectified linear unit: dz", (6,), _layer_output(activation("relu")), (
         "relu has two pieces: z > 0 and z < 0. What is the slope of each?",
         "The gradient passes through where the unit is active and stops where it is not."),
         (Slip("wrong mask", "your dz lets the gradient through where z < 0: relu passes it only where the unit is active (z > 0)",
-              "(z > 0)", "(z < 0)"),)),
+              "(z > 0)", "(z < 0)"),
+         Slip("upstream gradient left out", _UPSTREAM.format(grad="dz", up="da"), "dz = da * (z > 0)", "dz = 1.0 * (z > 0)"))),
     Exercise("softmax", "softmax on its own: dz", (5,), _layer_output(softmax()), (
         "Each a_k depends on every z_j of its row: dz_j = sum_k da_k da_k/dz_j, a sum over the whole row.",
         "Derive da_k/dz_j in two cases, j = k and j != k; both are products of a's.",
@@ -109,12 +118,14 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
         "Use sum_j y_ij = 1 (one-hot rows).",
         "C averages over the batch: where does its 1/m go? dC is the seed, a scalar multiplying everything."),
         (Slip("missing derivative", "your dz is dC/da, the gradient with respect to the softmax's output a: the softmax's "
-              "own derivative is missing (dz needs the path through a = softmax(z))", "dC * (a - y) / m", "dC * (-y / a) / m"),),
+              "own derivative is missing (dz needs the path through a = softmax(z))", "dC * (a - y) / m", "dC * (-y / a) / m"),
+         Slip("seed left out", _SEED.format(grad="dz"), "dz = dC * (a - y) / m", "dz = (a - y) / m")),
         inputs="cost"),
     Exercise("quadratic_cost", "Nielsen's quadratic cost: da", (5,), lambda p, a, y: LOSSES["quadratic"].cost(a, y), (
         "Differentiate one example's term (1/2) ||a_i - y_i||^2 with respect to a_i first.",
         "Then the constants: the 1/2 and the derivative of the square; and the 1/m of the average.",
-        "dC is the seed, a scalar multiplying everything."), inputs="cost"),
+        "dC is the seed, a scalar multiplying everything."),
+        (Slip("seed left out", _SEED.format(grad="da"), "da = dC * (a - y) / m", "da = (a - y) / m"),), inputs="cost"),
     Exercise("dropout", "inverted dropout: dx", (6,), lambda p, x, key: dropout(0.5).forward(p, x, key)[0], (
         "The mask is a constant once drawn: y is x times a fixed number per entry.",
         "Which number multiplies x_ij in the forward? The same one multiplies dy_ij in the backward."),
@@ -132,6 +143,12 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
               "jnp.sum(dxhat * xhat, axis=0))", "dx = inv_std * dxhat"),
          Slip("missing gamma", "your dx leaves gamma out of dC/dxhat: y = gamma xhat + beta, so dxhat is dy times gamma",
               "dxhat = dy * params[\"gamma\"]", "dxhat = dy"),
+         Slip("sign of a term", _NORM_SIGN.format(what="mean"), "- jnp.sum(dxhat, axis=0) -", "+ jnp.sum(dxhat, axis=0) -"),
+         Slip("sign of a term", _NORM_SIGN.format(what="variance"), "- xhat * jnp.sum(dxhat * xhat, axis=0))",
+              "+ xhat * jnp.sum(dxhat * xhat, axis=0))"),
+         Slip("mean where a sum belongs", _NORM_MEAN.format(what="mean"), "- jnp.sum(dxhat, axis=0) -", "- jnp.mean(dxhat, axis=0) -"),
+         Slip("mean where a sum belongs", _NORM_MEAN.format(what="variance"), "- xhat * jnp.sum(dxhat * xhat, axis=0))",
+              "- xhat * jnp.mean(dxhat * xhat, axis=0))"),
          Slip("sum over the wrong axis", "your dx sums over the features (axis 1) where the batch statistics sum over the "
               "examples (axis 0)", "dx = inv_std / m * (m * dxhat - jnp.sum(dxhat, axis=0) - xhat * jnp.sum(dxhat * xhat, axis=0))",
               "dx = inv_std / m * (m * dxhat - jnp.sum(dxhat, axis=1, keepdims=True) - xhat * jnp.sum(dxhat * xhat, axis=1, "
@@ -182,7 +199,13 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
          Slip("diagonal only", "your softmax backward keeps only the diagonal of its Jacobian: every P[t, u] of a row depends on "
               "every score of that row", "ds = P * (dP - jnp.sum(dP * P, axis=-1, keepdims=True))", "ds = P * (1 - P) * dP"),
          Slip("missing derivative", "your backward skips the softmax: dS is not dP, the softmax's Jacobian sits between them",
-              "ds = P * (dP - jnp.sum(dP * P, axis=-1, keepdims=True))", "ds = dP"))),
+              "ds = P * (dP - jnp.sum(dP * P, axis=-1, keepdims=True))", "ds = dP"),
+         Slip("transpose of dS", "your dk uses dS where its transpose belongs: s[t, u] pairs query t with key u, so key u collects "
+              "the column u of dS", "dk = jnp.swapaxes(ds, -1, -2) @ q", "dk = ds @ q"),
+         Slip("transpose of dS", "your dq uses the transpose of dS: s[t, u] pairs query t with key u, so query t collects the row t "
+              "of dS", "dq = ds @ k", "dq = jnp.swapaxes(ds, -1, -2) @ k"),
+         Slip("transpose of P", "your dv uses P where its transpose belongs: o[t] = sum_u P[t, u] v[u], so v[u] collects the column "
+              "u of P", "dv = jnp.swapaxes(P, -1, -2) @ do", "dv = P @ do"))),
     Exercise("embedding", "token and position embeddings: dwte and dwpe", (1,), lambda p, x, idx: embedding(5, 4, 3).forward(p, idx)[0], (
         "Row v of wte is used wherever token v appears: every use contributes dx at that position.",
         "A token used twice gets the sum of both positions' gradients: an assignment keeps only one of them.",
