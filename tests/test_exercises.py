@@ -30,7 +30,8 @@ MISTAKES = [
     ("relu", "dz = da * (z > 0)", "dz = jnp.where(z <= 0, da, 0.0)", "wrong mask"),
     ("softmax", "dz = a * (da - jnp.sum(da * a, axis=-1, keepdims=True))", "dz = da * a * (1 - a)", "diagonal only"),
     ("softmax", "dz = a * (da - jnp.sum(da * a, axis=-1, keepdims=True))",
-     "dz = a * (da - jnp.sum(da * a, axis=0, keepdims=True))", "not"),  # the wrong axis: named by no kind (see test)
+     "dz = a * (da - jnp.sum(da * a, axis=0, keepdims=True))", "sum over the wrong axis"),
+    ("softmax", "dz = a * (da - jnp.sum(da * a, axis=-1, keepdims=True))", "dz = jnp.sin(da) * a", "not"),  # fits no kind
     ("softmax_cross_entropy", "dz = dC * (a - y) / m", "dz = dC * (a - y)", "scale"),
     ("softmax_cross_entropy", "dz = dC * (a - y) / m", "dz = dC * (y - a) / m", "sign"),
     ("softmax_cross_entropy", "dz = dC * (a - y) / m", "dz = -dC * y / (a * m)", "missing derivative"),
@@ -121,7 +122,7 @@ def test_a_typical_mistake_fails_with_its_kind_named_and_no_solution_shown(tmp_p
     result = graded(tmp_path, name, source.replace(old, new))
     text = "\n".join(result.lines)
     assert not result.passed, text
-    if kind == "not":  # softmax summed over the batch axis: no pattern fits; the grade says so, and still fails
+    if kind == "not":  # a mistake no pattern fits: the grade says so, and still fails
         assert "kind: not one of the typical mistakes" in text
     else:
         assert f"kind: {kind}." in text, text

@@ -46,9 +46,7 @@ def problems(draw):
     return fb.mlp(sizes, hidden=hidden, output=output, loss=loss), m, dtype, draw(st.integers(0, 2**30))
 
 
-@settings(max_examples=10)  # 10 random architectures: the suite must stay under 6 min on 2 cores
-@given(problems())
-def test_hand_equals_autodiff_over_architectures(problem):
+def hand_equals_autodiff(problem) -> None:
     """Parameters and every layer's dZ, dA; tolerance 1e-10 in float64, 2e-5 in float32 (see numerics)."""
     net, m, dtype, seed = problem
     kp, kx, ky = jax.random.split(jax.random.PRNGKey(seed), 3)
@@ -59,6 +57,19 @@ def test_hand_equals_autodiff_over_architectures(problem):
     tol = TOL_FLOAT64 if dtype == jnp.float64 else TOL_FLOAT32
     assert agreement.hand_vs_autodiff <= tol, agreement
     assert agreement.intermediates_vs_autodiff <= tol, agreement
+
+
+@settings(max_examples=6)  # 6 random architectures in the quick suite: it must stay under 6 min on 2 cores
+@given(problems())
+def test_hand_equals_autodiff_over_architectures(problem):
+    hand_equals_autodiff(problem)
+
+
+@pytest.mark.slow
+@settings(max_examples=30, deadline=None)  # the longer sweep, in the slow step
+@given(problems())
+def test_hand_equals_autodiff_over_more_architectures(problem):
+    hand_equals_autodiff(problem)
 
 
 @pytest.fixture(scope="module")

@@ -110,7 +110,9 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
          Slip("diagonal only", "your dz keeps only the diagonal of the softmax Jacobian, and only its first factor: every "
               "a_k of the row depends on z_j", "a * (da - jnp.sum(da * a, axis=-1, keepdims=True))", "a * da"),
          Slip("sign of a term", "your dz adds the term that couples the row where it is subtracted: check the sign of "
-              "da_k/dz_j for j != k", "(da - jnp.sum(", "(da + jnp.sum("))),
+              "da_k/dz_j for j != k", "(da - jnp.sum(", "(da + jnp.sum("),
+         Slip("sum over the wrong axis", "your dz sums over the examples (axis 0): softmax couples the entries of one row, "
+              "so the sum runs over the row", "jnp.sum(da * a, axis=-1, keepdims=True)", "jnp.sum(da * a, axis=0, keepdims=True)"))),
     Exercise("softmax_cross_entropy", "softmax with the cross-entropy cost: dz", (5,),
              lambda p, x, y: Head(ACTIVATIONS["softmax"], LOSSES["cross_entropy"]).cost(x, y), (
         "Differentiate C with respect to z directly, through the softmax: the combination is simpler than either part.",
