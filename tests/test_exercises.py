@@ -78,6 +78,15 @@ MISTAKES = [
     ("residual", "dx = dy + dz1 @ params[\"W1\"]", "dx = dy + dz1 @ params[\"W1\"].T", "transpose"),
     ("attention", "dk = jnp.swapaxes(ds, -1, -2) @ q / jnp.sqrt(c)", "dk = ds @ q / jnp.sqrt(c)", "transpose of dS"),
     ("attention", "dv = jnp.swapaxes(P, -1, -2) @ do", "dv = P @ do", "transpose of P"),
+    ("residual", "dx = dy + dz1 @ params[\"W1\"]", "dx = dy - dz1 @ params[\"W1\"]", "sign of a path"),
+    ("layer_norm", "(n * dxhat - jnp.sum(dxhat, axis=-1, keepdims=True)", "(n * dxhat + dxhat.sum(-1, keepdims=True)",
+     "sign of a term"),
+    ("layer_norm", "dx = inv_std / n * (", "dx = inv_std * (", "scale"),
+    ("batch_norm", "dx = inv_std / m * (", "dx = inv_std * (", "scale"),
+    ("conv2d", 'jnp.einsum("npqc,npqf->cf", window, dz)', 'jnp.einsum("npqc,npqf->fc", window, dz)', "shapes"),
+    ("max_pool", "dwindows = is_max * dy[:, :, None, :, None, :]", "dwindows = jnp.logical_not(is_max) * dy[:, :, None, :, None, :]",
+     "wrong mask"),
+    ("softmax_cross_entropy", "dz = dC * (a - y) / m", "dz = dC * (a - y) / m / m", "scale"),
 ]
 
 

@@ -205,8 +205,11 @@ def exercise_input_gradient(exercise: Exercise) -> str:
     return found.group(1) if found else "dx"
 
 
-def _scale_words(tensor: str, c: float) -> str:
+def _scale_words(tensor: str, c: float, exercise: Exercise) -> str:
     m = BATCH
+    if abs(c - 1 / m) < 1e-3 / m and exercise.inputs == "cost":
+        return (f"your {tensor} is {m}x too small, and the batch has m = {m} examples: the cost's 1/m counted twice? "
+                f"Differentiate the average once")
     if abs(c - m) < 1e-3 * m:
         return (f"your {tensor} is {m}x too large, and the batch has m = {m} examples: the cost averages over them. "
                 f"Where does its 1/m belong?")
@@ -230,7 +233,7 @@ def in_words(diagnosis: str, tensor: str, exercise: Exercise) -> str:
     """The checker's diagnosis ("scale x8: ...") as a sentence for a student, starting with its kind."""
     kind, _, evidence = diagnosis.partition(": ")
     if kind.startswith("scale x"):
-        return "kind: scale. Y" + _scale_words(tensor, float(kind[len('scale x'):]))[1:]
+        return "kind: scale. Y" + _scale_words(tensor, float(kind[len('scale x'):]), exercise)[1:]
     words = {
         "sign": f"your {tensor} has the wrong sign everywhere: check the order of each subtraction and the sign of each "
                 f"derivative",
