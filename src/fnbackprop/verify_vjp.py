@@ -152,8 +152,11 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
                                                    "ok", float("nan"), f"{jnp.asarray(value).dtype} input: not differentiable "
                                                                        "(float0 cotangent)")
                     continue
-                for collected, item in ((names, name), (hand_l, hv), (auto_l, av), (jit_l, jv), (point, value)):
-                    collected.append(item)
+                names.append(name)
+                hand_l.append(hv)
+                auto_l.append(av)
+                jit_l.append(jv)
+                point.append(value)
         flat = [jax.tree_util.tree_flatten(cast[i]) for i in diff]
         slots = [(a, j) for a, (leaves, _) in enumerate(flat) for j, v in enumerate(leaves) if _is_float(v)]
 

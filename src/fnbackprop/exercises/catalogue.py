@@ -18,6 +18,8 @@ from ..losses import LOSSES, Head
 
 #: examples per batch in every check (the number a student's missing or extra 1/m shows as)
 BATCH = 8
+#: the `embedding` exercise's vocabulary, block size and width (solutions/embedding.py has the same)
+VOCAB, BLOCK_SIZE, N_EMBD = 5, 4, 3
 
 
 class Slip(NamedTuple):
@@ -35,7 +37,7 @@ class Exercise(NamedTuple):
     `inputs`: "layer" (forward(params, x)), "cost" (forward(params, x, y), targets drawn by the
     grader), "stochastic" (forward(params, x, key)) or "tokens" (forward(params, idx), integers).
     `reference(params, x, extra)`: the output the file's forward must reproduce (extra: the targets,
-    the key or the tokens)."""
+    the key or the tokens). `input_gradient`: what the exercise calls the gradient of its input."""
 
     name: str
     title: str
@@ -44,6 +46,7 @@ class Exercise(NamedTuple):
     hints: tuple
     slips: tuple = ()
     inputs: str = "layer"
+    input_gradient: str = "dx"
 
 
 def _layer_output(layer: Any) -> Callable:
@@ -61,8 +64,8 @@ _UPSTREAM = ("your {grad} leaves out {up}, the gradient arriving from above: the
              "derivative by it")
 _SEED = "your {grad} leaves out dC, the seed the backward is called with: every gradient of C is multiplied by it"
 _NORM_SIGN = "your dx has the sign of the path through the {what} flipped: that path is subtracted"
-_NORM_MEAN = ("your dx takes a mean where the path through the {what} has a sum (the 1/m is already in front): "
-              "it is m times too small")
+_NORM_MEAN = ("your dx takes a mean where the path through the {what} has a sum (the 1/{n} is already in front): "
+              "it is {n} times too small")
 _AT_OUTPUT = "your dz evaluates the derivative at the output a, which is already g(z): the derivative belongs at the input z"
 _CHAIN = "The chain rule: each gradient is the upstream gradient times this step's local derivative."
 _NORM_SLIPS = {
@@ -85,7 +88,7 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
         "Differentiate 1 / (1 + e^-z) with the quotient (or chain) rule.",
         "Write sigma'(z) in terms of sigma(z) itself: the forward caches a = sigma(z)."),
         (Slip("derivative at the output", _AT_OUTPUT, "a * (1 - a)", "(1 / (1 + jnp.exp(-a))) * (1 - 1 / (1 + jnp.exp(-a)))"),
-         Slip("upstream gradient left out", _UPSTREAM.format(grad="dz", up="da"), "dz = da * a * (1 - a)", "dz = a * (1 - a)"))),
+         Slip("upstream gradient left out", _UPSTREAM.format(grad="dz", up="da"), "dz = da * a * (1 - a)", "dz = a * (1 - a)")), input_gradient="dz"),
     Exercise("tanh", "the hyperbolic tangent activation: dz", (6,), _layer_output(activation("tanh")), (
         "dz has the shape of z; the step is elementwise.",
         "tanh = sinh / cosh: differentiate with the quotient rule and use cosh^2 - sinh^2 = 1.",
@@ -94,13 +97,13 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
          Slip("derivative in terms of the wrong variable",
               "your dz writes the derivative's formula in terms of z where that formula takes the output a", "(1 - a ** 2)",
               "(1 - z ** 2)"),
-         Slip("upstream gradient left out", _UPSTREAM.format(grad="dz", up="da"), "dz = da * (1 - a ** 2)", "dz = 1 - a ** 2"))),
+         Slip("upstream gradient left out", _UPSTREAM.format(grad="dz", up="da"), "dz = da * (1 - a ** 2)", "dz = 1 - a ** 2")), input_gradient="dz"),
     Exercise("relu", "the rectified linear unit: dz", (6,), _layer_output(activation("relu")), (
         "relu has two pieces: z > 0 and z < 0. What is the slope of each?",
         "The gradient passes through where the unit is active and stops where it is not."),
         (Slip("wrong mask", "your dz lets the gradient through where z < 0: relu passes it only where the unit is active (z > 0)",
               "(z > 0)", "(z < 0)"),
-         Slip("upstream gradient left out", _UPSTREAM.format(grad="dz", up="da"), "dz = da * (z > 0)", "dz = 1.0 * (z > 0)"))),
+         Slip("upstream gradient left out", _UPSTREAM.format(grad="dz", up="da"), "dz = da * (z > 0)", "dz = 1.0 * (z > 0)")), input_gradient="dz"),
     Exercise("softmax", "softmax on its own: dz", (5,), _layer_output(softmax()), (
         "Each a_k depends on every z_j of its row: dz_j = sum_k da_k da_k/dz_j, a sum over the whole row.",
         "Derive da_k/dz_j in two cases, j = k and j != k; both are products of a's.",
@@ -112,7 +115,7 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
          Slip("sign of a term", "your dz adds the term that couples the row where it is subtracted: check the sign of "
               "da_k/dz_j for j != k", "(da - jnp.sum(", "(da + jnp.sum("),
          Slip("sum over the wrong axis", "your dz sums over the examples (axis 0): softmax couples the entries of one row, "
-              "so the sum runs over the row", "jnp.sum(da * a, axis=-1, keepdims=True)", "jnp.sum(da * a, axis=0, keepdims=True)"))),
+              "so the sum runs over the row", "jnp.sum(da * a, axis=-1, keepdims=True)", "jnp.sum(da * a, axis=0, keepdims=True)")), input_gradient="dz"),
     Exercise("softmax_cross_entropy", "softmax with the cross-entropy cost: dz", (5,),
              lambda p, x, y: Head(ACTIVATIONS["softmax"], LOSSES["cross_entropy"]).cost(x, y), (
         "Differentiate C with respect to z directly, through the softmax: the combination is simpler than either part.",
@@ -122,12 +125,12 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
         (Slip("missing derivative", "your dz is dC/da, the gradient with respect to the softmax's output a: the softmax's "
               "own derivative is missing (dz needs the path through a = softmax(z))", "dC * (a - y) / m", "dC * (-y / a) / m"),
          Slip("seed left out", _SEED.format(grad="dz"), "dz = dC * (a - y) / m", "dz = (a - y) / m")),
-        inputs="cost"),
+        inputs="cost", input_gradient="dz"),
     Exercise("quadratic_cost", "Nielsen's quadratic cost: da", (5,), lambda p, a, y: LOSSES["quadratic"].cost(a, y), (
         "Differentiate one example's term (1/2) ||a_i - y_i||^2 with respect to a_i first.",
         "Then the constants: the 1/2 and the derivative of the square; and the 1/m of the average.",
         "dC is the seed, a scalar multiplying everything."),
-        (Slip("seed left out", _SEED.format(grad="da"), "da = dC * (a - y) / m", "da = (a - y) / m"),), inputs="cost"),
+        (Slip("seed left out", _SEED.format(grad="da"), "da = dC * (a - y) / m", "da = (a - y) / m"),), inputs="cost", input_gradient="da"),
     Exercise("dropout", "inverted dropout: dx", (6,), lambda p, x, key: dropout(0.5).forward(p, x, key)[0], (
         "The mask is a constant once drawn: y is x times a fixed number per entry.",
         "Which number multiplies x_ij in the forward? The same one multiplies dy_ij in the backward."),
@@ -148,8 +151,8 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
          Slip("sign of a term", _NORM_SIGN.format(what="mean"), "- jnp.sum(dxhat, axis=0) -", "+ jnp.sum(dxhat, axis=0) -"),
          Slip("sign of a term", _NORM_SIGN.format(what="variance"), "- xhat * jnp.sum(dxhat * xhat, axis=0))",
               "+ xhat * jnp.sum(dxhat * xhat, axis=0))"),
-         Slip("mean where a sum belongs", _NORM_MEAN.format(what="mean"), "- jnp.sum(dxhat, axis=0) -", "- jnp.mean(dxhat, axis=0) -"),
-         Slip("mean where a sum belongs", _NORM_MEAN.format(what="variance"), "- xhat * jnp.sum(dxhat * xhat, axis=0))",
+         Slip("mean where a sum belongs", _NORM_MEAN.format(what="mean", n="m"), "- jnp.sum(dxhat, axis=0) -", "- jnp.mean(dxhat, axis=0) -"),
+         Slip("mean where a sum belongs", _NORM_MEAN.format(what="variance", n="m"), "- xhat * jnp.sum(dxhat * xhat, axis=0))",
               "- xhat * jnp.mean(dxhat * xhat, axis=0))"),
          Slip("sum over the wrong axis", "your dx sums over the features (axis 1) where the batch statistics sum over the "
               "examples (axis 0)", "dx = inv_std / m * (m * dxhat - jnp.sum(dxhat, axis=0) - xhat * jnp.sum(dxhat * xhat, axis=0))",
@@ -170,9 +173,9 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
          Slip("sign of a term", _NORM_SIGN.format(what="mean"), "(n * dxhat - jnp.sum(", "(n * dxhat + jnp.sum("),
          Slip("sign of a term", _NORM_SIGN.format(what="variance"), "- xhat * jnp.sum(dxhat * xhat, axis=-1, keepdims=True))",
               "+ xhat * jnp.sum(dxhat * xhat, axis=-1, keepdims=True))"),
-         Slip("mean where a sum belongs", _NORM_MEAN.format(what="mean").replace("m times", "n times"),
+         Slip("mean where a sum belongs", _NORM_MEAN.format(what="mean", n="n"),
               "(n * dxhat - jnp.sum(dxhat, axis=-1, keepdims=True)", "(n * dxhat - jnp.mean(dxhat, axis=-1, keepdims=True)"),
-         Slip("mean where a sum belongs", _NORM_MEAN.format(what="variance").replace("m times", "n times"),
+         Slip("mean where a sum belongs", _NORM_MEAN.format(what="variance", n="n"),
               "- xhat * jnp.sum(dxhat * xhat, axis=-1, keepdims=True))", "- xhat * jnp.mean(dxhat * xhat, axis=-1, keepdims=True))"))),
     Exercise("residual", "a residual block with a tanh inside: every gradient", (5,), _residual_reference, (
         "Name the intermediates: z1 = x W1^T + b1, h = tanh(z1), f = h W2^T + b2, y = x + f.",
@@ -221,7 +224,7 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
               "of dS", "dq = ds @ k", "dq = jnp.swapaxes(ds, -1, -2) @ k"),
          Slip("transpose of P", "your dv uses P where its transpose belongs: o[t] = sum_u P[t, u] v[u], so v[u] collects the column "
               "u of P", "dv = jnp.swapaxes(P, -1, -2) @ do", "dv = P @ do"))),
-    Exercise("embedding", "token and position embeddings: dwte and dwpe", (1,), lambda p, x, idx: embedding(5, 4, 3).forward(p, idx)[0], (
+    Exercise("embedding", "token and position embeddings: dwte and dwpe", (1,), lambda p, x, idx: embedding(VOCAB, BLOCK_SIZE, N_EMBD).forward(p, idx)[0], (
         "Row v of wte is used wherever token v appears: every use contributes dx at that position.",
         "A token used twice gets the sum of both positions' gradients: an assignment keeps only one of them.",
         "wpe[t] is used by every sequence of the batch at position t."),

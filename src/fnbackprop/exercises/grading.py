@@ -19,14 +19,12 @@ from ..layers import Layer
 from ..numerics import leaf_rel_err
 from ..verdicts import TensorRow
 from ..verify import check_layer, move_off_special_values
-from .catalogue import BATCH, EXERCISES, Exercise
+from .catalogue import BATCH, BLOCK_SIZE, EXERCISES, VOCAB, Exercise
 
 BEGIN, END = "    # BEGIN SOLUTION\n", "    # END SOLUTION\n"
 #: the student's forward must give the reference's output to this relative error (float64; the two
 #: forwards differ only in rounding, e.g. a max subtracted before exp, far below 1e-9)
 FORWARD_TOL = 1e-9
-#: the tokens of the `embedding` exercise: (BATCH, 4) ids in [0, 5), so every batch repeats tokens
-SEQUENCE = 4
 HINTS_FILE = ".fnbackprop-hints.json"
 
 
@@ -114,7 +112,7 @@ def _extra(exercise: Exercise, key: jax.Array) -> Any:
         n = exercise.in_shape[-1]
         return jax.nn.one_hot(jax.random.randint(key, (BATCH,), 0, n), n, dtype=jnp.float64)
     if exercise.inputs == "tokens":
-        return jax.random.randint(key, (BATCH, SEQUENCE), 0, 5)
+        return jax.random.randint(key, (BATCH, BLOCK_SIZE), 0, VOCAB)  # 32 tokens of 5: every batch repeats some
     return key if exercise.inputs == "stochastic" else None
 
 
@@ -190,19 +188,12 @@ def tensor_name(row_name: str, exercise: Exercise) -> str:
     """A row's name as a student reads it: `params['c_attn']['W']` is `dW (c_attn)`; `dx` the exercise's
     input gradient (dz, da, dx)."""
     if row_name == "dx":
-        return exercise_input_gradient(exercise)
+        return exercise.input_gradient
     keys = re.findall(r"\['([^']+)'\]|\[(\d+)\]", row_name)
     parts = [a or b for a, b in keys]
     if not row_name.startswith("params") or not parts:
         return row_name  # a stage that failed as a whole (the backward raised)
     return f"d{parts[-1]}" + (f" ({'.'.join(parts[:-1])})" if len(parts) > 1 else "")
-
-
-def exercise_input_gradient(exercise: Exercise) -> str:
-    """The name the solution's backward docstring gives its input gradient ("Return ({}, dz).")."""
-    doc = module_from_source(solution_source(exercise.name), exercise.name).backward.__doc__ or ""
-    found = re.search(r", (d\w+)\)", doc)
-    return found.group(1) if found else "dx"
 
 
 def _scale_words(tensor: str, c: float, exercise: Exercise) -> str:
