@@ -125,6 +125,11 @@ MISTAKES = [
             "excused[sample.index[k.kink]] = True"),
     Mistake("checker: parameters checked at their initial values", "verify.py",
             "return move_off_special_values(key, as_dtype(drawn, dtype)), (MOVED_NOTE,)", "return as_dtype(drawn, dtype), (MOVED_NOTE,)"),
+    # the memory savers
+    Mistake("chunked head: the overlapping last slice of W added twice", "losses.py",
+            "dz_k = jnp.where(fresh, jax.lax.dynamic_slice_in_dim(dz, start, width, axis=1), 0.0)",
+            "dz_k = jax.lax.dynamic_slice_in_dim(dz, start, width, axis=1)"),
+    Mistake("chunked head: dW accumulated as one (V x d) product", "losses.py", "width = min(vocab_chunk, V)", "width = V"),
     # the exercises' grader
     Mistake("exercises: the slips are not consulted", "exercises/grading.py", "slips=_slip_gradients(exercise, extra))", "slips=None)"),
     Mistake("exercises: a changed forward goes unnoticed", "exercises/grading.py", "if not err <= FORWARD_TOL:", "if err > 1e9:"),

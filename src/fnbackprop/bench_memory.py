@@ -10,10 +10,18 @@ function returning the gradients of a float32 step:
 - `jax.grad`: autodiff of the naive forward;
 - `jax.grad + checkpoint`: the same with `jax.checkpoint` around the region (the fair autodiff competitor);
 - `jax.grad dot_product_attention`: autodiff through `jax.nn.dot_product_attention` (attention only).
+
+XLA's figure is cross-checked once, for the head, against the operating system's: the growth of the
+resident set while the compiled step runs, each contender in a fresh process (`cross_check_process_peak`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import json
+import os
+import subprocess
+import sys
 import time
 from typing import Any, Callable
 
@@ -118,16 +126,60 @@ def head_contenders() -> dict[str, Callable]:
             "jax.grad + checkpoint": jax.grad(jax.checkpoint(plain_loss), argnums=(0, 1))}
 
 
-def measure_head(N: int = 4096, V: int = 50257, d: int = 768, timed: bool = True) -> dict:
+def head_inputs(N: int, V: int, d: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """h: (N, d), W: (V, d) float32 and targets: (N,), the same for every contender."""
     h = jax.random.normal(jax.random.PRNGKey(0), (N, d)) * 0.1
     W = jax.random.normal(jax.random.PRNGKey(1), (V, d)) * 0.02
     t = jax.random.randint(jax.random.PRNGKey(2), (N,), 0, V)
+    return h, W, t
+
+
+def measure_head(N: int = 4096, V: int = 50257, d: int = 768, timed: bool = True) -> dict:
+    h, W, t = head_inputs(N, V, d)
     out = {"N": N, "V": V, "d": d, "peak_mib": {}, "temp_mib": {}, "ms": {}}
     for name, step in head_contenders().items():
         peak, temp = memory_bytes(step, h, W, t)
         out["peak_mib"][name], out["temp_mib"][name] = peak / MiB, temp / MiB
         if timed:
             out["ms"][name] = 1e3 * median_seconds(step, h, W, t, rounds=1)
+    return out
+
+
+def _resident_bytes() -> tuple[int, int]:
+    """(resident set now, its high-water mark VmHWM) of this process, from /proc (Linux)."""
+    now = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    with open("/proc/self/status") as status:
+        peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+    return now, peak
+
+
+def probe_head_step(name: str, N: int, V: int, d: int) -> dict:
+    """Run one head contender once in this process and measure what it adds to the resident set: the
+    high-water mark is reset (`/proc/self/clear_refs`, 5) after the inputs exist and the step is compiled,
+    so set-up and compilation do not count. Compare with XLA's temporaries + outputs (the arguments are
+    already resident)."""
+    h, W, t = head_inputs(N, V, d)
+    compiled = jax.jit(head_contenders()[name]).lower(h, W, t).compile()
+    plan = compiled.memory_analysis()
+    ctypes.CDLL(None).malloc_trim(0)  # memory freed by the set-up goes back to the system, not reused unseen
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+    before, _ = _resident_bytes()
+    jax.block_until_ready(compiled(h, W, t))
+    _, peak = _resident_bytes()
+    return {"measured_mib": (peak - before) / MiB, "xla_temp_plus_out_mib": (plan.temp_size_in_bytes + plan.output_size_in_bytes) / MiB}
+
+
+def cross_check_process_peak(N: int, V: int, d: int, names: tuple[str, ...] = ("jax.grad", "hand chunked")) -> dict:
+    """XLA's figure against the operating system's, once per head contender, each in a fresh process (Linux
+    only; {} elsewhere)."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        return {}
+    out = {}
+    for name in names:
+        code = f"import json; from fnbackprop.bench_memory import probe_head_step; print(json.dumps(probe_head_step({name!r}, {N}, {V}, {d})))"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        out[name] = json.loads(done.stdout.strip().splitlines()[-1])
     return out
 
 
@@ -192,6 +244,7 @@ def run_memory_benchmark(quick: bool = False) -> dict:
     lengths = (256, 1024) if quick else (256, 1024, 2048, 4096, 8192)
     attention = measure_attention(lengths)
     head = measure_head(1024, 8192, 256) if quick else measure_head()
+    head["process_peak"] = cross_check_process_peak(head["N"], head["V"], head["d"])
     return {"attention": attention, "head": head, "gpt_step": measure_gpt_step(timed=not quick),
             "longest_context_2GiB": longest_context(2048, up_to=8192 if quick else 65536), "targets": memory_targets(attention, head)}
 

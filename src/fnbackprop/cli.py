@@ -598,6 +598,9 @@ def _bench_memory(args: argparse.Namespace, out: Path) -> dict:
     ht.add_row(*(f"{head['peak_mib'][n]:.1f}" + (f" ({head['ms'][n]:.0f} ms)" if n in head["ms"] else "") for n in head["peak_mib"]))
     ht.add_row(*(f"temporaries {head['temp_mib'][n]:.1f}" for n in head["peak_mib"]))
     console.print(ht)
+    for name, check in head.get("process_peak", {}).items():
+        console.print(f"  {name}: the process's resident set grew {check['measured_mib']:.0f} MiB during the step; XLA's plan: "
+                      f"{check['xla_temp_plus_out_mib']:.0f} MiB of temporaries and outputs")
     step = results["gpt_step"]
     gt = Table(title="a whole GPT step, 4 x 128, context 1,024, batch 8: peak MiB (ms per step)")
     for name in step["peak_mib"]:
