@@ -130,6 +130,8 @@ MISTAKES = [
             "dz_k = jnp.where(fresh, jax.lax.dynamic_slice_in_dim(dz, start, width, axis=1), 0.0)",
             "dz_k = jax.lax.dynamic_slice_in_dim(dz, start, width, axis=1)"),
     Mistake("chunked head: dW accumulated as one (V x d) product", "losses.py", "width = min(vocab_chunk, V)", "width = V"),
+    Mistake("recompute_norm: ln_2 recomputed with ln_1's parameters", "gpt.py",
+            'c_fc, c_ln2 = L["ln"].forward(p["ln_2"], x_ln2)', 'c_fc, c_ln2 = L["ln"].forward(p["ln_1"], x_ln2)'),
     # the exercises' grader
     Mistake("exercises: the slips are not consulted", "exercises/grading.py", "slips=_slip_gradients(exercise, extra))", "slips=None)"),
     Mistake("exercises: a changed forward goes unnoticed", "exercises/grading.py", "if not err <= FORWARD_TOL:", "if err > 1e9:"),

@@ -145,3 +145,14 @@ def test_unset_options_take_the_preset_and_max_iters_alone_sets_the_decay_length
     assert config == lm.replace(lm.PRESETS["shakespeare-char-cpu"], max_iters=500, lr_decay_iters=500, n_embd=64)
     gpu = gpt_config(build_parser().parse_args(["train", "--model", "gpt", "--preset", "shakespeare-char-gpu", "--lr", "5e-4"]))
     assert (gpu.n_layer, gpu.n_embd, gpu.block_size, gpu.dropout, gpu.lr) == (6, 384, 256, 0.2, 5e-4)
+
+
+def test_the_memory_savers_reach_the_model_from_the_command_line():
+    from fnbackprop.cli import build_parser
+    from fnbackprop.cli_gpt import gpt_config
+
+    argv = ["train", "--model", "gpt", "--attention-block", "32", "--head-chunk", "256", "--recompute-gelu", "--recompute-norm"]
+    model = lm.model_of(gpt_config(build_parser().parse_args(argv)), vocab_size=65)
+    assert (model.attention_block, model.head_chunk, model.recompute_gelu, model.recompute_norm) == (32, 256, True, True)
+    plain = lm.model_of(gpt_config(build_parser().parse_args(["train", "--model", "gpt"])), vocab_size=65)
+    assert (plain.attention_block, plain.head_chunk, plain.recompute_gelu, plain.recompute_norm) == (None, None, False, False)

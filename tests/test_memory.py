@@ -61,7 +61,7 @@ def test_the_chunked_head_equals_autodiff_of_the_plain_one(N, V, chunk, vocab_ch
 
 def test_a_gpt_with_all_memory_savers_has_the_plain_gpts_gradients():
     saving = fb.gpt(vocab_size=9, block_size=7, n_layer=2, n_head=2, n_embd=8, bias=True, attention_block=3, head_chunk=5,
-                    recompute_gelu=True)
+                    recompute_gelu=True, recompute_norm=True)
     plain = fb.gpt(vocab_size=9, block_size=7, n_layer=2, n_head=2, n_embd=8, bias=True)
     rng = np.random.default_rng(0)
     params = jax.tree_util.tree_map(lambda a: a + 0.3 * rng.standard_normal(a.shape), plain.init(jax.random.PRNGKey(0), jnp.float64))
@@ -69,6 +69,28 @@ def test_a_gpt_with_all_memory_savers_has_the_plain_gpts_gradients():
     loss, grads = jax.jit(saving.value_and_grad)(params, idx, targets)
     ref_loss, ref = jax.jit(jax.value_and_grad(plain.loss))(params, idx, targets)
     assert rel_err(loss, ref_loss) < TOL and rel_err(grads, ref) < TOL
+
+
+@pytest.mark.parametrize("saver,kept_fewer", [
+    ("recompute_norm", lambda m, T, C: 2 * m * T * C + 2 * m * T),  # per block: xhat, 1/std, h of two norms, for x
+    ("recompute_gelu", lambda m, T, C: 2 * m * T * 4 * C),          # per block: GELU's input z and output a
+])
+def test_recomputation_keeps_fewer_arrays_for_the_backward(saver, kept_fewer):
+    """What the forward keeps for the hand-written backward (its caches, each array counted once): each layer
+    norm's input x instead of its normalised values xhat, its 1/std and its output h (the next map's input);
+    and no GELU input or output. XLA's CPU pipeline merges the recomputation back (README), so this is counted
+    on the caches, as an accelerator's compiler that keeps the barrier would store them."""
+    n_layer, m, T, C = 2, 3, 5, 8
+    plain = fb.gpt(vocab_size=7, block_size=T, n_layer=n_layer, n_head=2, n_embd=C)
+    saving = fb.gpt(vocab_size=7, block_size=T, n_layer=n_layer, n_head=2, n_embd=C, **{saver: True})
+    params = plain.init(jax.random.PRNGKey(0), jnp.float64)
+    idx = jnp.asarray(np.random.default_rng(0).integers(0, 7, (m, T)))
+
+    def kept(model):
+        leaves = jax.tree_util.tree_leaves(model._forward(params, idx, None)[1])
+        return sum(a.size for a in {id(a): a for a in leaves if isinstance(a, jax.Array) and a.dtype == jnp.float64}.values())
+
+    assert kept(plain) - kept(saving) == n_layer * kept_fewer(m, T, C)
 
 
 def test_the_blockwise_layer_step_stores_no_t_by_t_array():

@@ -185,16 +185,19 @@ def cross_check_process_peak(N: int, V: int, d: int, names: tuple[str, ...] = ("
 
 def measure_gpt_step(timed: bool = True) -> dict:
     """A whole GPT step (4 x 128, 4 heads, context 1,024, batch 8, vocabulary 65): peak MiB and ms of the gradient
-    by the plain hand-written backward, by the hand-written one with all three savers, by jax.grad, and by
-    jax.grad with `jax.checkpoint` around the whole loss."""
+    by the hand-written backward with blockwise attention and the chunked head, the same with both
+    recomputations too (GELU, layer norm), the plain hand-written backward, jax.grad, and jax.grad with
+    `jax.checkpoint` around the whole loss."""
     from .gpt import gpt
 
     args = dict(vocab_size=65, block_size=1024, n_layer=4, n_head=4, n_embd=128)
     plain = gpt(**args)
-    saving = gpt(**args, attention_block=ATTENTION_BLOCK, head_chunk=HEAD_CHUNK, recompute_gelu=True)
+    saving = gpt(**args, attention_block=ATTENTION_BLOCK, head_chunk=HEAD_CHUNK)
+    recomputing = gpt(**args, attention_block=ATTENTION_BLOCK, head_chunk=HEAD_CHUNK, recompute_gelu=True, recompute_norm=True)
     params = plain.init(jax.random.PRNGKey(0))
     idx = jax.random.randint(jax.random.PRNGKey(1), (8, 1024), 0, 65)
-    contenders = {"hand, all savers": lambda p, x, y: saving.value_and_grad(p, x, y)[1],
+    contenders = {"hand blockwise + chunked": lambda p, x, y: saving.value_and_grad(p, x, y)[1],
+                  "hand, + recomputation": lambda p, x, y: recomputing.value_and_grad(p, x, y)[1],
                   "hand plain": lambda p, x, y: plain.value_and_grad(p, x, y)[1],
                   "jax.grad": jax.grad(plain.loss), "jax.grad + checkpoint": jax.grad(jax.checkpoint(plain.loss))}
     out = {"config": {**args, "batch": 8}, "peak_mib": {}, "ms": {}}

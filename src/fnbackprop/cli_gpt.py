@@ -30,13 +30,15 @@ def add_gpt_options(train: argparse.ArgumentParser) -> None:
     group.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None, help="biases in linear maps and layer norms")
     group.add_argument("--recompute-gelu", action=argparse.BooleanOptionalAction, default=None,
                        help="recompute GELU's input and output in the backward instead of storing them (llm.c's -r 1)")
+    group.add_argument("--recompute-norm", action=argparse.BooleanOptionalAction, default=None,
+                       help="keep each layer norm's input, recompute its normalised values and output in the backward (llm.c's -r 2)")
 
 
 def gpt_config(args: argparse.Namespace):
     """The preset, with every option given on the command line in its place (ValueError for a bad one)."""
     from .lm import PRESETS
 
-    given = {name: getattr(args, name) for name in [*GPT_OPTIONS, "bias", "recompute_gelu"] if getattr(args, name) is not None}
+    given = {name: getattr(args, name) for name in [*GPT_OPTIONS, "bias", "recompute_gelu", "recompute_norm"] if getattr(args, name) is not None}
     shared = {"lr": args.lr, "batch_size": args.batch_size, "seed": args.seed, "grad_source": args.grad_source}
     config = replace(PRESETS[args.preset], **given, **{k: v for k, v in shared.items() if v is not None})
     if "max_iters" in given and "lr_decay_iters" not in given:  # nanoGPT decays over the whole run

@@ -61,10 +61,15 @@ class GPT:
     `Trace.probs` is then empty), `head_chunk` computes the head's logits, loss and gradients that many
     rows at a time (no (m T x vocab) array; `fnbackprop.losses.chunked_softmax_cross_entropy`), and
     `recompute_gelu` keeps neither GELU's input nor its output (two (m, T, 4C) arrays per block) for the
-    backward, which computes them again from the MLP's input, as llm.c's `-r 1` does. On XLA's CPU backend
-    this saves nothing: optimisation barriers are expanded before common-subexpression elimination, which
-    merges the recomputation back into the forward (measured: the same 6.26 MiB of temporaries; the same
-    happens to `jax.checkpoint` there)."""
+    backward, which computes them again from the MLP's input, as llm.c's `-r 1` does. `recompute_norm` keeps
+    each layer norm's input (the residual stream) instead of its normalised values xhat and its output h, the
+    next linear map's input (llm.c's `-r 2`): the backward computes xhat = (x - mu) / sqrt(var + eps) and
+    h = gamma xhat + beta again, one (m, T, C) array kept per layer norm instead of two.
+
+    On XLA's CPU backend the two recomputations save nothing: optimisation barriers are expanded before
+    common-subexpression elimination, which merges the recomputation back into the forward (the same
+    happens to `jax.checkpoint` there). Measured at 4 x 128, context 1,024, batch 8: 902 MiB of temporaries
+    plain and with recompute_norm, 966 with recompute_gelu; 380 with attention_block 32 and head_chunk 256."""
 
     vocab_size: int
     block_size: int
@@ -76,6 +81,7 @@ class GPT:
     attention_block: int | None = None
     head_chunk: int | None = None
     recompute_gelu: bool = False
+    recompute_norm: bool = False
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -147,10 +153,12 @@ class GPT:
         for i, (p, (k_attn, k_mlp)) in enumerate(zip(params["h"], k_blocks)):
             if probes is not None:
                 x = x + probes["residual"][i]
+            x_ln1 = x
             h, c_ln1 = L["ln"].forward(p["ln_1"], x)
             a, c_attn = attention_forward(p["attn"], h, self.n_head, self.dropout, k_attn,
                                           None if probes is None else probes["probs"][i], self.attention_block)
             x = x + a
+            x_ln2 = x
             h, c_ln2 = L["ln"].forward(p["ln_2"], x)
             f, c_fc = L["c_fc"].forward(p["mlp"]["c_fc"], h)
             f, c_gelu = L["gelu"].forward({}, f)
@@ -159,6 +167,8 @@ class GPT:
             x = x + f
             if self.recompute_gelu:  # c_fc's cache (the MLP's input) is enough to compute them again
                 c_gelu = c_proj = None
+            if self.recompute_norm:  # each layer norm's input stands for its cache and the next map's input
+                c_ln1, c_attn, c_ln2, c_fc = x_ln1, (None, *c_attn[1:]), x_ln2, None
             caches["h"].append((c_ln1, c_attn, c_ln2, c_fc, c_gelu, c_proj, c_mdrop))
         if probes is not None:
             x = x + probes["residual"][self.n_layer]
@@ -193,6 +203,9 @@ class GPT:
         g_lnf, dx = L["ln"].backward(params["ln_f"], caches["ln_f"], dh_f)
         residual, probs, g_blocks = [dx], [], []
         for p, (c_ln1, c_attn, c_ln2, c_fc, c_gelu, c_proj, c_mdrop) in zip(reversed(params["h"]), reversed(caches["h"])):
+            if self.recompute_norm:  # h = ln_2(x) again from the stored x, tied to dx like GELU's recomputation
+                x_ln2, dx = jax.lax.optimization_barrier((c_ln2, dx))
+                c_fc, c_ln2 = L["ln"].forward(p["ln_2"], x_ln2)  # c_fc's cache is its input, h
             if c_gelu is None:  # recompute_gelu: z = c_fc(h) and a = gelu(z) again. The barrier ties h to dx, so XLA
                 h_again, dx = jax.lax.optimization_barrier((c_fc, dx))  # neither merges this with the forward's
                 # computation nor runs it before the backward reaches this block (jax.checkpoint does the same)
@@ -204,6 +217,10 @@ class GPT:
             g_fc, df = L["c_fc"].backward(p["mlp"]["c_fc"], c_fc, df)
             g_ln2, dh = L["ln"].backward(p["ln_2"], c_ln2, df)
             dx = dx + dh
+            if self.recompute_norm:  # h = ln_1(x) again, c_attn's input
+                x_ln1, dx = jax.lax.optimization_barrier((c_ln1, dx))
+                h, c_ln1 = L["ln"].forward(p["ln_1"], x_ln1)
+                c_attn = (h, *c_attn[1:])
             g_attn, da, dP = attention_backward(p["attn"], c_attn, dx, self.attention_block)  # x <- x + attn(ln_1(x))
             g_ln1, dh = L["ln"].backward(p["ln_1"], c_ln1, da)
             dx = dx + dh
@@ -286,6 +303,7 @@ def _float0(a: Array) -> Any:
 
 def gpt(vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int, bias: bool = False,
         dropout: float = 0.0, attention_block: int | None = None, head_chunk: int | None = None,
-        recompute_gelu: bool = False) -> GPT:
+        recompute_gelu: bool = False, recompute_norm: bool = False) -> GPT:
     """A GPT-2-style model with a hand-written backward (`GPT`)."""
-    return GPT(vocab_size, block_size, n_layer, n_head, n_embd, bias, dropout, attention_block, head_chunk, recompute_gelu)
+    return GPT(vocab_size, block_size, n_layer, n_head, n_embd, bias, dropout, attention_block, head_chunk, recompute_gelu,
+               recompute_norm)

@@ -117,6 +117,7 @@ class LMConfig:
     attention_block: int | None = None  # the hand-written backward's memory savers (`fnbackprop.gpt.GPT`)
     head_chunk: int | None = None
     recompute_gelu: bool = False
+    recompute_norm: bool = False
 
     def __post_init__(self) -> None:
         positive = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_iters", "eval_interval", "eval_iters",
@@ -144,7 +145,7 @@ CONFIG_FIELDS = tuple(f.name for f in fields(LMConfig))
 
 def model_of(config: LMConfig, vocab_size: int) -> GPT:
     return gpt(vocab_size, config.block_size, config.n_layer, config.n_head, config.n_embd, config.bias, config.dropout,
-               config.attention_block, config.head_chunk, config.recompute_gelu)
+               config.attention_block, config.head_chunk, config.recompute_gelu, config.recompute_norm)
 
 
 def make_optimizer(config: LMConfig) -> optax.GradientTransformation:
