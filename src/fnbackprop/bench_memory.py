@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import subprocess
 import sys
@@ -37,6 +38,11 @@ from .losses import chunked_softmax_cross_entropy
 MiB = 2**20
 ATTENTION_BLOCK = 32  # measured at T 4,096: 14 MiB and 245 ms at 32; 19 MiB, 203 ms at 64; 29 MiB, 244 ms at 128
 HEAD_CHUNK = 256
+
+
+def float32(tree: Any) -> Any:
+    """Every float leaf as float32: the benchmark measures float32 steps, with or without jax_enable_x64."""
+    return jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), tree)
 
 
 def memory_bytes(fn: Callable, *args: Any) -> tuple[int, int]:
@@ -82,7 +88,7 @@ def attention_contenders(n_head: int) -> dict[str, Callable]:
 
     def naive(q, k, v):
         T = q.shape[2]
-        s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
+        s = q @ k.transpose(0, 1, 3, 2) / math.sqrt(q.shape[-1])
         return jax.nn.softmax(jnp.where(jnp.tril(jnp.ones((T, T), bool)), s, -jnp.inf), axis=-1) @ v
 
     def library(q, k, v):  # jax.nn.dot_product_attention takes (B, T, N, H)
@@ -98,9 +104,9 @@ def measure_attention(lengths: tuple[int, ...], width: int = 64, n_head: int = 2
     layer = causal_self_attention(n_head)
     rows = []
     for T in lengths:
-        params = layer.init(jax.random.PRNGKey(0), (T, width))
-        x = jax.random.normal(jax.random.PRNGKey(1), (1, T, width))
-        dy = jax.random.normal(jax.random.PRNGKey(2), (1, T, width))
+        params = float32(layer.init(jax.random.PRNGKey(0), (T, width)))
+        x = jax.random.normal(jax.random.PRNGKey(1), (1, T, width), jnp.float32)
+        dy = jax.random.normal(jax.random.PRNGKey(2), (1, T, width), jnp.float32)
         row = {"T": T, "peak_mib": {}, "ms": {}}
         for name, step in attention_contenders(n_head).items():
             row["peak_mib"][name] = peak_bytes(step, params, x, dy) / MiB
@@ -128,8 +134,8 @@ def head_contenders() -> dict[str, Callable]:
 
 def head_inputs(N: int, V: int, d: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     """h: (N, d), W: (V, d) float32 and targets: (N,), the same for every contender."""
-    h = jax.random.normal(jax.random.PRNGKey(0), (N, d)) * 0.1
-    W = jax.random.normal(jax.random.PRNGKey(1), (V, d)) * 0.02
+    h = jax.random.normal(jax.random.PRNGKey(0), (N, d), jnp.float32) * 0.1
+    W = jax.random.normal(jax.random.PRNGKey(1), (V, d), jnp.float32) * 0.02
     t = jax.random.randint(jax.random.PRNGKey(2), (N,), 0, V)
     return h, W, t
 
@@ -215,7 +221,7 @@ def longest_context(budget_mib: float, width: int = 64, n_head: int = 2, up_to: 
     for name, step in attention_contenders(n_head).items():
         T = 256
         while T <= up_to:
-            params = layer.init(jax.random.PRNGKey(0), (T, width))
+            params = float32(layer.init(jax.random.PRNGKey(0), (T, width)))
             x = jax.ShapeDtypeStruct((1, T, width), jnp.float32)
             if peak_bytes(step, params, x, x) / MiB > budget_mib:
                 break
