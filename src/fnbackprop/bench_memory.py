@@ -178,8 +178,8 @@ def probe_head_step(name: str, N: int, V: int, d: int) -> dict:
 
 def cross_check_process_peak(N: int, V: int, d: int, names: tuple[str, ...] = ("jax.grad", "hand chunked")) -> dict:
     """XLA's figure against the operating system's, once per head contender, each in a fresh process (Linux
-    only; {} elsewhere)."""
-    if not os.path.exists("/proc/self/clear_refs"):
+    and the CPU backend only, where the step's buffers are the process's memory; {} elsewhere)."""
+    if not os.path.exists("/proc/self/clear_refs") or jax.default_backend() != "cpu":
         return {}
     out = {}
     for name in names:
