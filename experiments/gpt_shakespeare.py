@@ -23,6 +23,10 @@ from _common import machine, spread
 from fnbackprop import lm
 
 NANOGPT = {"readme_val_loss": 1.88, "measured_here_val_loss": 1.8857, "measured_here_seconds": 210}
+#: each JAX source's settings on top of the preset; "savers" is the hand-written backward with every memory saver
+JAX_SOURCES = {"hand": {"grad_source": "hand"}, "autodiff": {"grad_source": "autodiff"},
+               "savers": {"grad_source": "hand", "attention_block": 32, "head_chunk": 256, "recompute_gelu": True,
+                          "recompute_norm": True}}
 
 
 def torch_run(config: lm.LMConfig, data: lm.CharData, seed: int, final_batches: int = lm.FINAL_EVAL_BATCHES) -> dict:
@@ -84,7 +88,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="smoke test: 100 iterations, one seed")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--sources", default="hand,autodiff",
-                   help="comma-separated: hand, autodiff, torch (the PyTorch twin trained as nanoGPT's train.py does; needs torch)")
+                   help="comma-separated: hand, autodiff, savers (hand with blockwise attention, the chunked head and both "
+                        "recomputations), torch (the PyTorch twin trained as nanoGPT's train.py does; needs torch)")
     args = p.parse_args()
     started = time.perf_counter()
     data = lm.load_chars(args.text)
@@ -92,12 +97,12 @@ def main() -> None:
     if args.quick:
         base = replace(base, max_iters=100, lr_decay_iters=100, eval_interval=50, warmup_iters=10)
     sources = [x.strip() for x in args.sources.split(",")]
-    if not set(sources) <= {"hand", "autodiff", "torch"}:
-        p.error(f"--sources: hand, autodiff or torch, got {args.sources!r}")
+    if not set(sources) <= {*JAX_SOURCES, "torch"}:
+        p.error(f"--sources: hand, autodiff, savers or torch, got {args.sources!r}")
     runs, sample = [], None
     for seed in range(1 if args.quick else args.seeds):
         for source in [s for s in sources if s != "torch"]:
-            config = replace(base, seed=seed, grad_source=source)
+            config = replace(base, seed=seed, **JAX_SOURCES[source])
             result = lm.train_lm(config, data)
             runs.append({"seed": seed, "grad_source": source, "final_val_loss": result.final_val_loss,
                          "train_seconds": result.train_seconds, "ms_per_iteration": 1e3 * result.train_seconds / config.max_iters,
@@ -113,7 +118,7 @@ def main() -> None:
                   f"{runs[-1]['train_seconds']:.1f} s for {base.max_iters} iterations", flush=True)
     summary = {source: {"final_val_loss": spread([r["final_val_loss"] for r in runs if r["grad_source"] == source]),
                         "train_seconds": spread([r["train_seconds"] for r in runs if r["grad_source"] == source])}
-               for source in ("hand", "autodiff", "pytorch twin") if any(r["grad_source"] == source for r in runs)}
+               for source in ("hand", "autodiff", "savers", "pytorch twin") if any(r["grad_source"] == source for r in runs)}
     for source, s in summary.items():
         print(f"{source}: val loss mean {s['final_val_loss']['mean']:.4f} (max {s['final_val_loss']['max']:.4f}); "
               f"training loop {s['train_seconds']['mean']:.1f} s")
@@ -129,7 +134,7 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
     for r in runs:
         its = [h["iteration"] for h in r["history"]]
-        colour, style = {"hand": ("C0", "-"), "autodiff": ("C1", "--"), "pytorch twin": ("C2", ":")}[r["grad_source"]]
+        colour, style = {"hand": ("C0", "-"), "autodiff": ("C1", "--"), "savers": ("C3", "-."), "pytorch twin": ("C2", ":")}[r["grad_source"]]
         ax.plot(its, [h["val_loss"] for h in r["history"]], color=colour, ls=style, alpha=0.8,
                 label=f"{r['grad_source']} gradients" if r["seed"] == 0 else None)
     ax.axhline(NANOGPT["readme_val_loss"], color="grey", ls=":", label="nanoGPT README (1.88)")
