@@ -135,11 +135,13 @@ def test_the_chunked_head_step_stores_neither_the_logits_nor_a_second_dW():
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="the resident-set probe reads Linux's /proc")
 def test_the_process_peak_probe_sees_what_xla_plans(monkeypatch):
-    """The probe resets the high-water mark after set-up and compilation, so what it measures is the step.
-    jax.grad's head at N 64, V 65,536, d 512 plans 144 MiB of temporaries and outputs (dW is 128 MiB) and
-    measured 167-183 MiB: between 0.9x and 1.5x the plan (the allocator's rounding and the thread pools' scratch
-    add a little). Drawing W at random peaks higher than the step, so a probe that kept the set-up's
-    high-water mark reads 382 MiB, 2.6x (planted and watched fail)."""
+    """The probe runs the step once, lets its buffers go, then resets the high-water mark and measures the
+    second run, so what it measures is the step. jax.grad's head at N 64, V 65,536, d 512 plans 144 MiB of
+    temporaries and outputs (dW is 128 MiB) and measured 160 MiB: between 0.9x and 1.5x the plan (the
+    allocator's rounding and the thread pools' scratch add a little). Drawing W at random peaks higher than
+    the step, so a probe that kept the set-up's high-water mark reads 387 MiB, 2.7x (planted and watched
+    fail). Without the first run, the set-up's buffers, freed asynchronously during the step, were reused
+    unseen: it read 0 MiB under load."""
     monkeypatch.setenv("XLA_FLAGS", "")  # XLA's defaults, as the benchmark runs; the quick suite's -O0 allocates up front
     check = cross_check_process_peak(64, 65536, 512, names=("jax.grad",))["jax.grad"]
     assert 0.9 * check["xla_temp_plus_out_mib"] < check["measured_mib"] < 1.5 * check["xla_temp_plus_out_mib"]
@@ -159,7 +161,7 @@ def test_the_memory_benchmark_reports_what_the_savers_save(tmp_path, monkeypatch
     the savers' effect at the quick sizes: the blockwise attention step's peak below jax.grad's at T 1,024
     (measured 3.6 against 33.9 MiB), the chunked head's temporaries below 0.3 of jax.grad's (16.5 against
     64), the GPT step with both savers below half of jax.grad's (387 against 1,995), and the process's own
-    measurement of jax.grad's head step within 0.9-1.5x of XLA's plan (82 against 73)."""
+    measurement of jax.grad's head step within 0.9-1.5x of XLA's plan (74 against 73)."""
     import json
 
     from fnbackprop.cli import main

@@ -18,6 +18,7 @@ resident set while the compiled step runs, each contender in a fresh process (`c
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import math
 import os
@@ -160,14 +161,20 @@ def _resident_bytes() -> tuple[int, int]:
 
 
 def probe_head_step(name: str, N: int, V: int, d: int) -> dict:
-    """Run one head contender once in this process and measure what it adds to the resident set: the
-    high-water mark is reset (`/proc/self/clear_refs`, 5) after the inputs exist and the step is compiled,
-    so set-up and compilation do not count. Compare with XLA's temporaries + outputs (the arguments are
-    already resident)."""
+    """Run one head contender in this process and measure what it adds to the resident set. The step runs
+    once first and is dropped, so buffers the set-up left for XLA to free have been freed (CPU buffers are
+    released asynchronously); then freed memory goes back to the system (`malloc_trim`), the high-water mark
+    is reset (`/proc/self/clear_refs`, 5) and the step runs again. Compare with XLA's temporaries + outputs
+    (the arguments are already resident)."""
     h, W, t = head_inputs(N, V, d)
     compiled = jax.jit(head_contenders()[name]).lower(h, W, t).compile()
     plan = compiled.memory_analysis()
-    ctypes.CDLL(None).malloc_trim(0)  # memory freed by the set-up goes back to the system, not reused unseen
+    first = compiled(h, W, t)
+    jax.block_until_ready(first)
+    del first
+    gc.collect()
+    time.sleep(0.2)
+    ctypes.CDLL(None).malloc_trim(0)  # memory freed so far goes back to the system, not reused unseen
     with open("/proc/self/clear_refs", "w") as refs:
         refs.write("5")
     before, _ = _resident_bytes()
