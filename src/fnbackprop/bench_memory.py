@@ -35,15 +35,11 @@ from .layers.attention import _heads, _merge, attention_backward, attention_forw
 from .layers.dense import dense_forward
 from .gpt import HEAD
 from .losses import chunked_softmax_cross_entropy
+from .verify import as_dtype
 
 MiB = 2**20
 ATTENTION_BLOCK = 32  # measured at T 4,096: 14 MiB and 245 ms at 32; 19 MiB, 203 ms at 64; 29 MiB, 244 ms at 128
 HEAD_CHUNK = 256
-
-
-def float32(tree: Any) -> Any:
-    """Every float leaf as float32: the benchmark measures float32 steps, with or without jax_enable_x64."""
-    return jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), tree)
 
 
 def memory_bytes(fn: Callable, *args: Any) -> tuple[int, int]:
@@ -105,7 +101,7 @@ def measure_attention(lengths: tuple[int, ...], width: int = 64, n_head: int = 2
     layer = causal_self_attention(n_head)
     rows = []
     for T in lengths:
-        params = float32(layer.init(jax.random.PRNGKey(0), (T, width)))
+        params = as_dtype(layer.init(jax.random.PRNGKey(0), (T, width)), jnp.float32)
         x = jax.random.normal(jax.random.PRNGKey(1), (1, T, width), jnp.float32)
         dy = jax.random.normal(jax.random.PRNGKey(2), (1, T, width), jnp.float32)
         row = {"T": T, "peak_mib": {}, "ms": {}}
@@ -152,12 +148,16 @@ def measure_head(N: int = 4096, V: int = 50257, d: int = 768, timed: bool = True
     return out
 
 
-def _resident_bytes() -> tuple[int, int]:
-    """(resident set now, its high-water mark VmHWM) of this process, from /proc (Linux)."""
-    now = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _resident_now() -> int:
+    """This process's resident set in bytes, from /proc (Linux)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _resident_peak() -> int:
+    """The resident set's high-water mark (VmHWM) in bytes, since start or the last reset."""
     with open("/proc/self/status") as status:
-        peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
-    return now, peak
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
 
 
 def probe_head_step(name: str, N: int, V: int, d: int) -> dict:
@@ -177,10 +177,9 @@ def probe_head_step(name: str, N: int, V: int, d: int) -> dict:
     ctypes.CDLL(None).malloc_trim(0)  # memory freed so far goes back to the system, not reused unseen
     with open("/proc/self/clear_refs", "w") as refs:
         refs.write("5")
-    before, _ = _resident_bytes()
+    before = _resident_now()
     jax.block_until_ready(compiled(h, W, t))
-    _, peak = _resident_bytes()
-    return {"measured_mib": (peak - before) / MiB, "xla_temp_plus_out_mib": (plan.temp_size_in_bytes + plan.output_size_in_bytes) / MiB}
+    return {"measured_mib": (_resident_peak() - before) / MiB, "xla_temp_plus_out_mib": (plan.temp_size_in_bytes + plan.output_size_in_bytes) / MiB}
 
 
 def cross_check_process_peak(N: int, V: int, d: int, names: tuple[str, ...] = ("jax.grad", "hand chunked")) -> dict:
@@ -228,7 +227,7 @@ def longest_context(budget_mib: float, width: int = 64, n_head: int = 2, up_to: 
     for name, step in attention_contenders(n_head).items():
         T = 256
         while T <= up_to:
-            params = float32(layer.init(jax.random.PRNGKey(0), (T, width)))
+            params = as_dtype(layer.init(jax.random.PRNGKey(0), (T, width)), jnp.float32)
             x = jax.ShapeDtypeStruct((1, T, width), jnp.float32)
             if peak_bytes(step, params, x, x) / MiB > budget_mib:
                 break

@@ -144,6 +144,20 @@ class Head:
         return self.loss.grad_output(self.predict(z), y)
 
 
+def _add_products_by_slices(dW: Array, dz: Array, hc: Array, width: int) -> Array:
+    """dW + dz^T hc, computed and added `width` rows of dW at a time: dW[v:v+k] += dz[:, v:v+k]^T hc. The last
+    slice is dW's last `width` rows; the rows it shares with the slice before add 0 (`fresh` masks them)."""
+    V = dW.shape[0]
+
+    def add_slice(k, dW):
+        start = jnp.minimum(k * width, V - width)
+        fresh = start + jnp.arange(width) >= k * width  # rows no earlier slice has added
+        dz_k = jnp.where(fresh, jax.lax.dynamic_slice_in_dim(dz, start, width, axis=1), 0.0)
+        return jax.lax.dynamic_update_slice_in_dim(dW, jax.lax.dynamic_slice_in_dim(dW, start, width) + dz_k.T @ hc, start, 0)
+
+    return jax.lax.fori_loop(0, -(-V // width), add_slice, dW)
+
+
 def chunked_softmax_cross_entropy(h: Array, W: Array, targets: Array, chunk: int,
                                   vocab_chunk: int = 4096) -> tuple[Array, Array, Array]:
     """(C, dC/dh, dC/dW) of C = -(1/N) sum_i log softmax(h_i W^T)[t_i], for h: (N, d), W: (V, d), integer t: (N,),
@@ -166,16 +180,6 @@ def chunked_softmax_cross_entropy(h: Array, W: Array, targets: Array, chunk: int
     hs = jnp.pad(h, ((0, pad), (0, 0))).reshape(n_chunks, chunk, d)
     ts = jnp.pad(targets, (0, pad)).reshape(n_chunks, chunk)
     width = min(vocab_chunk, V)
-    n_slices = -(-V // width)
-
-    def accumulate(dW, dz, hc):
-        def add_slice(k, dW):
-            start = jnp.minimum(k * width, V - width)
-            fresh = start + jnp.arange(width) >= k * width  # rows of W no earlier slice has added
-            dz_k = jnp.where(fresh, jax.lax.dynamic_slice_in_dim(dz, start, width, axis=1), 0.0)
-            return jax.lax.dynamic_update_slice_in_dim(dW, jax.lax.dynamic_slice_in_dim(dW, start, width) + dz_k.T @ hc,
-                                                       start, 0)
-        return jax.lax.fori_loop(0, n_slices, add_slice, dW)
 
     def step(dW, inputs):
         hc, tc, wc = inputs
@@ -183,7 +187,7 @@ def chunked_softmax_cross_entropy(h: Array, W: Array, targets: Array, chunk: int
         lse = jax.nn.logsumexp(z, axis=-1)
         picked = jnp.take_along_axis(z, tc[:, None], axis=-1)[:, 0]
         dz = (jnp.exp(z - lse[:, None]) - jax.nn.one_hot(tc, V, dtype=z.dtype)) * (wc / N)[:, None]
-        return accumulate(dW, dz, hc), (jnp.sum(wc * (lse - picked)), dz @ W)
+        return _add_products_by_slices(dW, dz, hc, width), (jnp.sum(wc * (lse - picked)), dz @ W)
 
     dW, (losses, dh) = jax.lax.scan(step, jnp.zeros_like(W), (hs, ts, weights))
     return jnp.sum(losses) / N, dh.reshape(-1, d)[:N], dW
