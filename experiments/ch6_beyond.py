@@ -13,7 +13,9 @@ The expanded data: every training image and its four shifts by one pixel (up, do
 the uncovered row or column filled with 0 (Nielsen's expand_mnist.py): 250,000 images. network3 drops
 the *inputs* of a dropout layer, so our spec has dropout(0.5) before each dense layer and the output.
 On 2 CPU cores these runs take hours (see experiments/README.md for the measured seconds per epoch);
-`--epochs 1` measures an epoch of each. Writes results/ch6_beyond.{json,png}.
+`--epochs 1` measures an epoch of each. Writes results/ch6_beyond.{json,png}, or
+results/ch6_beyond-NAME.{json,png} with --only NAME (so each configuration can run in its own process,
+and a finished one is kept when a later one is stopped).
 """
 
 import matplotlib.pyplot as plt
@@ -90,7 +92,8 @@ def main() -> None:
         ax.plot(np.arange(1, len(r["curves"]["test"]) + 1), r["curves"]["test"], label=f"{r['label']} seed {r['seed']}")
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Nielsen ch. 6 on the expanded data")
     ax.legend(fontsize=8)
-    save(args, "ch6_beyond" + ("" if args.epochs is None else f"-{args.epochs}epochs"), {"runs": done, "summary": summary}, fig)
+    name = "ch6_beyond" + ("" if args.only is None else f"-{args.only}") + ("" if args.epochs is None else f"-{args.epochs}epochs")
+    save(args, name, {"runs": done, "summary": summary}, fig)
 
 
 if __name__ == "__main__":

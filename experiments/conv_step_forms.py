@@ -1,0 +1,167 @@
+"""Where the conv network's batch-64 step spends its time, and which formulation of each piece is fastest (issue 14).
+
+    python experiments/conv_step_forms.py [--rounds 5]
+
+At batch 64 the hand-coded im2col step of Nielsen's two-conv-pool network trails PyTorch eager
+(oneDNN's direct convolution, channels-last) by about 15%. This times, at the step's shapes
+(the second conv layer: 64 x 12 x 12 x 20 in, 40 maps of 5x5; the first: 64 x 28 x 28 x 1 in,
+20 maps), every formulation of each piece of a conv layer's step, interleaved, in one process:
+
+- the forward Z: im2col (patches P, then P W) or `lax.conv_general_dilated`;
+- dW: P^T dZ (patches rebuilt) or the correlation by `lax.conv_general_dilated`;
+- dX: col2im(dZ W^T) (the engine's), one product per kernel row (dZ W_i^T, then an overlap-add
+  along the width and a shift by i), one product per kernel offset (dZ W_ij^T, shifted), the
+  transposed convolution by `lax.conv_general_dilated` in forward form (the kernel rotated and its
+  channel axes swapped explicitly), or col2im by `.at[].add` scatters.
+
+Each piece runs 50 times in a `lax.scan` whose carry feeds every input (so nothing is hoisted out
+of the loop) and whose output is consumed whole, squared and summed (so no slice or sum is
+simplified through the product). Every form is first checked equal to the engine's. Writes
+results/conv_step_forms.json.
+"""
+
+import argparse
+import json
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnbackprop.bench import interleaved, summary
+from fnbackprop.layers.convolution import _dimension_numbers, col2im, patches
+
+REPEATS = 50
+NHWC_HWIO = _dimension_numbers("NHWC", "HWIO", "NHWC")
+ZERO = jnp.zeros((), jnp.float32)
+
+
+def shifted(a: jax.Array, axis: int, offset: int, size: int) -> jax.Array:
+    """a placed at `offset` along `axis` in a zero array `size` long there (a pad, which XLA fuses into the sum)."""
+    widths = [(0, 0, 0)] * a.ndim
+    widths[axis] = (offset, size - a.shape[axis] - offset, 0)
+    return jax.lax.pad(a, ZERO, widths)
+
+
+def forward_im2col(x, W, dz):
+    return patches(x, W.shape[:2], (1, 1), dz.shape[1:3]).reshape(*dz.shape[:3], -1) @ W.reshape(-1, W.shape[-1])
+
+
+def forward_lax(x, W, dz):
+    return jax.lax.conv_general_dilated(x, W, (1, 1), "VALID", dimension_numbers=NHWC_HWIO)
+
+
+def dW_im2col(x, W, dz):
+    rows = dz.reshape(-1, dz.shape[-1])
+    return (patches(x, W.shape[:2], (1, 1), dz.shape[1:3]).reshape(rows.shape[0], -1).T @ rows).reshape(W.shape)
+
+
+def dW_lax(x, W, dz):
+    return jax.lax.conv_general_dilated(x, dz, (1, 1), "VALID", dimension_numbers=_dimension_numbers("CHWN", "IHWO", "HWNC"))
+
+
+def dx_col2im(x, W, dz):
+    dP = dz.reshape(-1, W.shape[-1]) @ W.reshape(-1, W.shape[-1]).T
+    return col2im(dP.reshape(*dz.shape[:3], *W.shape[:3]), x.shape[1:3], (1, 1))
+
+
+def dx_per_kernel_row(x, W, dz):
+    """dX = sum_i shift_i(sum_j shift_j(dZ W_i^T [.., j, :])): kh products of (m P Q, C_out) x (C_out, kw C_in)."""
+    kh, kw, c_in, c_out = W.shape
+    rows = dz.reshape(-1, c_out)
+    total = None
+    for i in range(kh):
+        d = (rows @ W[i].reshape(-1, c_out).T).reshape(*dz.shape[:3], kw, c_in)
+        row = sum(shifted(d[:, :, :, j, :], 2, j, x.shape[2]) for j in range(kw))
+        part = shifted(row, 1, i, x.shape[1])
+        total = part if total is None else total + part
+    return total
+
+
+def dx_per_offset(x, W, dz):
+    """dX = sum_ij shift_ij(dZ W_ij^T): kh kw products of (m P Q, C_out) x (C_out, C_in)."""
+    kh, kw, c_in, c_out = W.shape
+    rows = dz.reshape(-1, c_out)
+    return sum(shifted(shifted((rows @ W[i, j].T).reshape(*dz.shape[:3], c_in), 1, i, x.shape[1]), 2, j, x.shape[2])
+               for i in range(kh) for j in range(kw))
+
+
+def dx_lax_forward_form(x, W, dz):
+    kh, kw = W.shape[:2]
+    rotated = W[::-1, ::-1].transpose(0, 1, 3, 2)  # HWIO with C_out as the input channels
+    return jax.lax.conv_general_dilated(dz, rotated, (1, 1), ((kh - 1, kh - 1), (kw - 1, kw - 1)), dimension_numbers=NHWC_HWIO)
+
+
+def dx_scatter(x, W, dz):
+    kh, kw, c_in, c_out = W.shape
+    dP = (dz.reshape(-1, c_out) @ W.reshape(-1, c_out).T).reshape(*dz.shape[:3], kh, kw, c_in)
+    out = jnp.zeros(x.shape, x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out = out.at[:, i:i + dz.shape[1], j:j + dz.shape[2], :].add(dP[:, :, :, i, j, :])
+    return out
+
+
+PIECES: dict[str, dict[str, Callable]] = {
+    "forward": {"im2col (engine)": forward_im2col, "lax.conv": forward_lax},
+    "dW": {"P^T dZ (engine)": dW_im2col, "lax.conv": dW_lax},
+    "dX": {"col2im(dZ W^T) (engine)": dx_col2im, "a product per kernel row": dx_per_kernel_row,
+           "a product per kernel offset": dx_per_offset, "lax.conv, forward form": dx_lax_forward_form,
+           "col2im by scatter-add": dx_scatter},
+}
+
+
+def looped(form: Callable) -> Callable:
+    """REPEATS evaluations in a scan; the carry perturbs every input, the whole output feeds the carry."""
+    @jax.jit
+    def run(x, W, dz):
+        def body(c, _):
+            out = form(x + c, W + c, dz + c)
+            return c + 1e-12 * jnp.sum(out * out), None
+        return jax.lax.scan(body, jnp.float32(0), None, length=REPEATS)[0]
+    return run
+
+
+def layer_forms(m: int, size: int, c_in: int, c_out: int, rounds: int, skip: tuple[str, ...] = ()) -> dict:
+    """ms per evaluation of every form of every piece at one conv layer's shapes (5x5, VALID, stride 1)."""
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    x = jax.random.normal(keys[0], (m, size, size, c_in))
+    W = jax.random.normal(keys[1], (5, 5, c_in, c_out))
+    dz = jax.random.normal(keys[2], (m, size - 4, size - 4, c_out))
+    runs = {}
+    for piece, forms in PIECES.items():
+        if piece in skip:
+            continue
+        reference = None
+        for name, form in forms.items():
+            value = np.asarray(form(x, W, dz)).reshape(-1)
+            reference = value if reference is None else reference
+            scale = np.abs(reference).max()
+            assert np.abs(value - reference).max() <= 1e-4 * scale, f"{piece} {name} differs from the engine's form"
+            run = looped(form)
+            jax.block_until_ready(run(x, W, dz))
+            runs[f"{piece}: {name}"] = lambda run=run: run(x, W, dz)
+    times = interleaved(runs, rounds)
+    return {name: 1e3 * summary(t)["median"] / REPEATS for name, t in times.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=5)
+    args = p.parse_args()
+    # The first layer's dX is never needed (its input is the data), so only its forward and dW are timed.
+    layers = {"conv 2 (64 x 12 x 12 x 20 -> 40 maps)": layer_forms(64, 12, 20, 40, args.rounds),
+              "conv 1 (64 x 28 x 28 x 1 -> 20 maps)": layer_forms(64, 28, 1, 20, args.rounds, skip=("dX",))}
+    for layer, rows in layers.items():
+        print(layer)
+        for name, ms in rows.items():
+            print(f"  {name:40s} {ms:6.2f} ms")
+    out = Path(__file__).resolve().parent / "results" / "conv_step_forms.json"
+    out.write_text(json.dumps({"ms_per_evaluation": layers, "repeats": REPEATS, "rounds": args.rounds,
+                               "machine": f"{jax.device_count()} {jax.default_backend()} device(s)"}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
