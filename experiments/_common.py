@@ -110,14 +110,17 @@ def progress() -> Progress:
                     TimeRemainingColumn())
 
 
-def train_all(runs: list[dict], data: Dataset, title: str) -> list[dict]:
-    """Every run in turn, one progress bar over all their epochs."""
+def train_all(runs: list[dict], data: Dataset, title: str, on_run: Callable[[dict], None] | None = None) -> list[dict]:
+    """Every run in turn, one progress bar over all their epochs; `on_run` gets each record as it is done
+    (to save it before the next run starts)."""
     done = []
     with progress() as bar:
         task = bar.add_task(title, total=sum(r["epochs"] for r in runs))
         for run in runs:
             bar.update(task, description=f"{title}: {run.get('label', '')} seed {run['seed']}")
             done.append(train(run, data, on_epoch=lambda _: bar.advance(task)))
+            if on_run is not None:
+                on_run(done[-1])
     return done
 
 

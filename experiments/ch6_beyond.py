@@ -13,10 +13,18 @@ The expanded data: every training image and its four shifts by one pixel (up, do
 the uncovered row or column filled with 0 (Nielsen's expand_mnist.py): 250,000 images. network3 drops
 the *inputs* of a dropout layer, so our spec has dropout(0.5) before each dense layer and the output.
 On 2 CPU cores these runs take hours (see experiments/README.md for the measured seconds per epoch);
-`--epochs 1` measures an epoch of each. Writes results/ch6_beyond.{json,png}, or
-results/ch6_beyond-NAME.{json,png} with --only NAME (so each configuration can run in its own process,
-and a finished one is kept when a later one is stopped).
+`--epochs 1` measures an epoch of each. `--only NAME` runs one configuration; `--first-seed S` with
+`--seeds N` trains seeds S..S+N-1.
+
+Each finished network is written at once to results/ch6_beyond-runs/NAME-seedS.json (with its class
+for every test image), so a run cut short keeps what it finished. `--only ensemble` trains only the
+dropout networks of seeds 0-4 not already there, one at a time, and votes once all five are: the
+ensemble can be built over several sessions. The summary and the figure go to
+results/ch6_beyond[-NAME].{json,png}, over every saved network of each configuration.
 """
+
+import json
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -55,38 +63,75 @@ def majority_vote(predictions: list[list[int]]) -> np.ndarray:
     return counts.argmax(1)
 
 
+def run_file(args, name: str, seed: int, epochs: int) -> Path:
+    """results/ch6_beyond-runs/NAME-seedS.json (suffixed with the epochs when not the published number)."""
+    suffix = "" if epochs == CONFIGS[name][3] else f"-{epochs}epochs"
+    folder = args.out / ("ch6_beyond-runs" + ("-quick" if args.quick else ""))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}-seed{seed}{suffix}.json"
+
+
+def saved(args, name: str, epochs: int) -> dict[int, dict]:
+    """The saved networks of configuration `name` trained for `epochs`, by seed."""
+    runs = {}
+    for path in sorted((args.out / ("ch6_beyond-runs" + ("-quick" if args.quick else ""))).glob(f"{name}-seed*.json")):
+        run = json.loads(path.read_text())
+        if run["epochs"] == epochs:
+            runs[run["seed"]] = run
+    return runs
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--only", choices=["expanded", "dropout", "ensemble"], default=None)
     p.add_argument("--epochs", type=int, default=None, help="override the published epochs (e.g. 1 to time an epoch)")
+    p.add_argument("--first-seed", type=int, default=0, help="the first seed to train (default 0)")
     p.set_defaults(seeds=1)
     args = p.parse_args()
-    data = mnist(args)
-    x, y = expand(data.x_train, data.y_train)
-    data = data._replace(x_train=x, y_train=y)
-    wanted = {"expanded": ["expanded"], "dropout": ["dropout"], "ensemble": ["dropout"], None: ["expanded", "dropout"]}[args.only]
-    runs = []
-    for name in wanted:
-        layers, eta, l2, epochs, published = CONFIGS[name]
-        n_seeds = ENSEMBLE if args.only == "ensemble" else args.seeds
-        runs += [{"label": name, "layers": layers, "output": "softmax", "loss": "cross_entropy", "optimizer": "sgd", "eta": eta,
-                  "l2": l2, "batch": 10, "epochs": args.epochs or (2 if args.quick else epochs), "split": "val", "seed": s,
-                  "published": published, "keep_test_predictions": args.only == "ensemble"} for s in range(n_seeds)]
-    done = train_all(runs, data, "chapter 6, expanded data")
-    summary = {}
-    for name in wanted:
-        mine = [r for r in done if r["label"] == name]
-        scores = [test_at_best_validation(r) for r in mine]
-        summary[name] = {"published": CONFIGS[name][4], "test_at_best_val": spread(scores), "best_of_seeds": max(scores),
-                         "epochs": mine[0]["epochs"], "seconds_per_epoch": float(np.median([r["seconds_per_epoch"] for r in mine])),
-                         "minutes_per_run": float(np.mean([r["wall_seconds"] for r in mine]) / 60)}
-        print(f"{name}: test at best validation {max(scores):.2f}% (best of {len(scores)}), published {CONFIGS[name][4]:.2f}%; "
-              f"{summary[name]['seconds_per_epoch']:.0f} s per epoch of 250,000 images")
+    names = {"expanded": ["expanded"], "dropout": ["dropout"], "ensemble": ["dropout"], None: ["expanded", "dropout"]}[args.only]
+    n_epochs = {name: args.epochs or (2 if args.quick else CONFIGS[name][3]) for name in names}
     if args.only == "ensemble":
-        vote = majority_vote([r.pop("test_predictions") for r in done])
-        summary["ensemble"] = {"published": ENSEMBLE_PUBLISHED, "networks": len(done),
-                               "test_accuracy": float(100 * np.mean(vote == data.y_test))}
-        print(f"ensemble of {len(done)}: {summary['ensemble']['test_accuracy']:.2f}% (published {ENSEMBLE_PUBLISHED}%)")
+        wanted = [s for s in range(ENSEMBLE) if s not in saved(args, "dropout", n_epochs["dropout"])]
+        print(f"ensemble: {ENSEMBLE - len(wanted)} of {ENSEMBLE} dropout networks already saved; training seeds {wanted}")
+    else:
+        wanted = list(range(args.first_seed, args.first_seed + args.seeds))
+    runs = []
+    for name in names:
+        layers, eta, l2, _, published = CONFIGS[name]
+        runs += [{"label": name, "layers": layers, "output": "softmax", "loss": "cross_entropy", "optimizer": "sgd", "eta": eta,
+                  "l2": l2, "batch": 10, "epochs": n_epochs[name], "split": "val", "seed": s, "published": published,
+                  "keep_test_predictions": True} for s in wanted]
+    if runs:
+        data = mnist(args)
+        x, y = expand(data.x_train, data.y_train)
+        data = data._replace(x_train=x, y_train=y)
+        y_test = data.y_test
+        train_all(runs, data, "chapter 6, expanded data",
+                  on_run=lambda r: run_file(args, r["label"], r["seed"], r["epochs"]).write_text(json.dumps(r, indent=1)))
+    else:
+        y_test = mnist(args).y_test
+    summary, done = {}, []
+    for name in names:
+        mine = list(saved(args, name, n_epochs[name]).values())
+        done += mine
+        scores = [test_at_best_validation(r) for r in mine]
+        summary[name] = {"published": CONFIGS[name][4], "seeds": [r["seed"] for r in mine], "test_at_best_val": spread(scores),
+                         "best_of_seeds": max(scores), "epochs": n_epochs[name],
+                         "seconds_per_epoch": float(np.median([r["seconds_per_epoch"] for r in mine])),
+                         "minutes_per_run": float(np.mean([r["wall_seconds"] for r in mine]) / 60)}
+        print(f"{name}: test at best validation {spread(scores)['mean']:.2f}% (mean of {len(scores)} seeds), published "
+              f"{CONFIGS[name][4]:.2f}%; {summary[name]['seconds_per_epoch']:.0f} s per epoch of the expanded data")
+    if args.only == "ensemble":
+        members = [r for r in done if r["seed"] < ENSEMBLE]
+        if len(members) == ENSEMBLE:
+            vote = majority_vote([r["test_predictions"] for r in members])
+            summary["ensemble"] = {"published": ENSEMBLE_PUBLISHED, "networks": len(members),
+                                   "test_accuracy": float(100 * np.mean(vote == y_test))}
+            print(f"ensemble of {len(members)}: {summary['ensemble']['test_accuracy']:.2f}% (published {ENSEMBLE_PUBLISHED}%)")
+        else:
+            print(f"ensemble: {len(members)} of {ENSEMBLE} networks saved; run again to train the rest")
+    for r in done:
+        r.pop("test_predictions", None)
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in done:
         ax.plot(np.arange(1, len(r["curves"]["test"]) + 1), r["curves"]["test"], label=f"{r['label']} seed {r['seed']}")
