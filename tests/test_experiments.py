@@ -10,6 +10,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
 from ch5_unstable_gradients import hidden_speeds, spec  # noqa: E402
+from ch6_beyond import expand, majority_vote  # noqa: E402
 from hand_vs_autodiff import global_rel_diff  # noqa: E402
 from optimizers import epochs_to  # noqa: E402
 
@@ -40,3 +41,25 @@ def test_epochs_to_target_and_spread():
     assert epochs_to([90.0, 96.9], 97.0) is None
     s = spread([95.0, 96.0, 97.0])
     assert (s["mean"], s["std"], s["min"], s["max"], s["n"]) == (96.0, 1.0, 95.0, 97.0, 3)
+
+
+def test_expanded_mnist_is_each_image_then_its_four_one_pixel_shifts():
+    """Nielsen's expand_mnist.py: the image, then shifted down, up, right, left by one pixel, zeros
+    where nothing moved in. A single lit pixel at (row 3, column 5) must land at (4, 5), (2, 5),
+    (3, 6), (3, 4); one on the border at (0, 27) falls off the image when shifted up or right."""
+    image = np.zeros((2, 28, 28), np.float32)
+    image[0, 3, 5] = 1.0
+    image[1, 0, 27] = 0.5
+    x, y = expand(image.reshape(2, 784), np.array([7, 2]))
+    assert x.shape == (10, 784)
+    np.testing.assert_array_equal(y, [7, 7, 7, 7, 7, 2, 2, 2, 2, 2])
+    lit = [tuple(np.argwhere(v.reshape(28, 28))[0]) if v.any() else None for v in x]
+    assert lit[:5] == [(3, 5), (4, 5), (2, 5), (3, 6), (3, 4)]
+    assert lit[5:] == [(0, 27), (1, 27), None, None, (0, 26)]
+    assert all(v.sum() == 1.0 for v in x[:5])  # a shift moves the pixel, it never copies or wraps it
+
+
+def test_majority_vote_takes_the_most_frequent_class_and_breaks_ties_to_the_smaller():
+    predictions = [[1, 4, 3, 0], [1, 5, 3, 9], [2, 5, 7, 8], [2, 4, 7, 6], [1, 6, 3, 5]]
+    # image 0: 1 x3, 2 x2 -> 1; image 1: 4 x2, 5 x2, 6 -> tie 4; image 2: 3 x3 -> 3; image 3: all differ -> 0
+    np.testing.assert_array_equal(majority_vote(predictions), [1, 4, 3, 0])
