@@ -110,15 +110,23 @@ def progress() -> Progress:
                     TimeRemainingColumn())
 
 
-def train_all(runs: list[dict], data: Dataset, title: str, on_run: Callable[[dict], None] | None = None) -> list[dict]:
+def train_all(runs: list[dict], data: Dataset, title: str, on_run: Callable[[dict], None] | None = None,
+              on_epoch: Callable[[dict, list[dict]], None] | None = None) -> list[dict]:
     """Every run in turn, one progress bar over all their epochs; `on_run` gets each record as it is done
-    (to save it before the next run starts)."""
+    (to save it before the next run starts), `on_epoch` the run and its epochs so far after each epoch."""
     done = []
     with progress() as bar:
         task = bar.add_task(title, total=sum(r["epochs"] for r in runs))
         for run in runs:
             bar.update(task, description=f"{title}: {run.get('label', '')} seed {run['seed']}")
-            done.append(train(run, data, on_epoch=lambda _: bar.advance(task)))
+            history: list[dict] = []
+
+            def epoch_done(record: dict, run: dict = run, history: list[dict] = history) -> None:
+                bar.advance(task)
+                history.append(record)
+                if on_epoch is not None:
+                    on_epoch(run, history)
+            done.append(train(run, data, on_epoch=epoch_done))
             if on_run is not None:
                 on_run(done[-1])
     return done

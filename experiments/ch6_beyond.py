@@ -17,7 +17,8 @@ On 2 CPU cores these runs take hours (see experiments/README.md for the measured
 `--seeds N` trains seeds S..S+N-1.
 
 Each finished network is written at once to results/ch6_beyond-runs/NAME-seedS.json (with its class
-for every test image), so a run cut short keeps what it finished. `--only ensemble` trains only the
+for every test image), so a run cut short keeps what it finished; while a network trains, its epochs
+so far are in NAME-seedS.partial.json. `--only ensemble` trains only the
 dropout networks of seeds 0-4 not already there, one at a time, and votes once all five are: the
 ensemble can be built over several sessions. The summary and the figure go to
 results/ch6_beyond[-NAME].{json,png}, over every saved network of each configuration.
@@ -75,6 +76,8 @@ def saved(args, name: str, epochs: int) -> dict[int, dict]:
     """The saved networks of configuration `name` trained for `epochs`, by seed."""
     runs = {}
     for path in sorted((args.out / ("ch6_beyond-runs" + ("-quick" if args.quick else ""))).glob(f"{name}-seed*.json")):
+        if path.name.endswith(".partial.json"):  # a run still going, or cut short
+            continue
         run = json.loads(path.read_text())
         if run["epochs"] == epochs:
             runs[run["seed"]] = run
@@ -106,8 +109,14 @@ def main() -> None:
         x, y = expand(data.x_train, data.y_train)
         data = data._replace(x_train=x, y_train=y)
         y_test = data.y_test
-        train_all(runs, data, "chapter 6, expanded data",
-                  on_run=lambda r: run_file(args, r["label"], r["seed"], r["epochs"]).write_text(json.dumps(r, indent=1)))
+        def partial(run: dict, history: list[dict]) -> None:  # the epochs so far, kept if the run is cut short
+            path = run_file(args, run["label"], run["seed"], run["epochs"]).with_suffix(".partial.json")
+            path.write_text(json.dumps({**run, "epochs_done": history}, indent=1))
+
+        def finished(run: dict) -> None:
+            run_file(args, run["label"], run["seed"], run["epochs"]).write_text(json.dumps(run, indent=1))
+            run_file(args, run["label"], run["seed"], run["epochs"]).with_suffix(".partial.json").unlink(missing_ok=True)
+        train_all(runs, data, "chapter 6, expanded data", on_run=finished, on_epoch=partial)
     else:
         y_test = mnist(args).y_test
     summary, done = {}, []
