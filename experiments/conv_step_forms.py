@@ -14,6 +14,10 @@ At batch 64 the hand-coded im2col step of Nielsen's two-conv-pool network trails
   transposed convolution by `lax.conv_general_dilated` in forward form (the kernel rotated and its
   channel axes swapped explicitly), or col2im by `.at[].add` scatters.
 
+Then the whole SGD step (`fnbackprop.bench_conv`, 100 steps scanned, interleaved with PyTorch eager
+channels-last) with the engine's conv layers, with a dX by kernel rows, and with the forward by
+`lax.conv` (the patches then built in the backward, for dW), at batch 64 and 10.
+
 Each piece runs 50 times in a `lax.scan` whose carry feeds every input (so nothing is hoisted out
 of the loop) and whose output is consumed whole, squared and summed (so no slice or sum is
 simplified through the product). Every form is first checked equal to the engine's. Writes
@@ -30,7 +34,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnbackprop.bench import interleaved, summary
+from fnbackprop.bench_conv import STEPS, batches, jax_steps, torch_steps
+from fnbackprop.layers import activation, conv2d, dense, flatten, max_pool, reshape
 from fnbackprop.layers.convolution import _dimension_numbers, col2im, patches
+from fnbackprop.layers.protocol import Layer
+from fnbackprop.network import Network, network
 
 REPEATS = 50
 NHWC_HWIO = _dimension_numbers("NHWC", "HWIO", "NHWC")
@@ -146,6 +154,55 @@ def layer_forms(m: int, size: int, c_in: int, c_out: int, rounds: int, skip: tup
     return {name: 1e3 * summary(t)["median"] / REPEATS for name, t in times.items()}
 
 
+def conv_variant(features: int, forward_by_lax: bool, dx_form: Callable) -> Layer:
+    """conv2d(features, 5), im2col, with its forward by lax.conv (P rebuilt in the backward) and/or another dX form."""
+    engine = conv2d(features, 5, impl="im2col")
+
+    def forward(params, x):
+        if not forward_by_lax:
+            return engine.forward(params, x)
+        return forward_lax(x, params["W"], None) + params["b"], (x, None)
+
+    def backward(params, cache, dz):
+        x, _ = cache
+        W = params["W"]
+        return {"W": dW_im2col(x, W, dz), "b": jnp.sum(dz, axis=(0, 1, 2))}, dx_form(x, W, dz)
+
+    return engine._replace(forward=forward, backward=backward)
+
+
+def step_network(forward_by_lax: bool, dx_form: Callable) -> Network:
+    """Nielsen's two-conv-pool network (as `bench_conv.nielsen_conv_net`) with the conv layers varied."""
+    return network([reshape((28, 28, 1)), conv_variant(20, forward_by_lax, dx_form), max_pool(2), activation("relu"),
+                    conv_variant(40, forward_by_lax, dx_form), max_pool(2), activation("relu"), flatten(), dense(100),
+                    activation("relu"), dense(10)], (784,), output="softmax", loss="cross_entropy")
+
+
+STEP_VARIANTS = {"engine (im2col, col2im)": (False, dx_col2im), "dX by kernel rows": (False, dx_per_kernel_row),
+                 "forward by lax.conv": (True, dx_col2im)}
+
+
+def step_forms(batch: int, rounds: int) -> dict:
+    """ms per SGD step of each variant (its gradients first checked against the engine's), and PyTorch's."""
+    xs, ys = (jnp.asarray(a) for a in batches(batch))
+    params = step_network(False, dx_col2im).init(jax.random.PRNGKey(0))
+    runs, reference = {}, None
+    for name, (by_lax, dx_form) in STEP_VARIANTS.items():
+        net = step_network(by_lax, dx_form)
+        grads = jax.jit(lambda p, x, y, net=net: net.value_and_grad(p, x, y)[1])(params, xs[0], ys[0])
+        reference = grads if reference is None else reference
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5), reference, grads)
+        run = jax_steps(net, "hand")
+        jax.block_until_ready(run(params, xs, ys))
+        runs[name] = lambda run=run: run(params, xs, ys)
+    torch_run = torch_steps(batch, channels_last=True)
+    if torch_run is not None:
+        torch_run()
+        runs["torch eager channels-last"] = torch_run
+    times = interleaved(runs, rounds)
+    return {name: 1e3 * summary(t)["median"] / STEPS for name, t in times.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=5)
@@ -153,12 +210,13 @@ def main() -> None:
     # The first layer's dX is never needed (its input is the data), so only its forward and dW are timed.
     layers = {"conv 2 (64 x 12 x 12 x 20 -> 40 maps)": layer_forms(64, 12, 20, 40, args.rounds),
               "conv 1 (64 x 28 x 28 x 1 -> 20 maps)": layer_forms(64, 28, 1, 20, args.rounds, skip=("dX",))}
-    for layer, rows in layers.items():
-        print(layer)
+    steps = {f"batch {b}": step_forms(b, args.rounds + 2) for b in (64, 10)}
+    for title, rows in {**layers, **{f"whole step, {k}" : v for k, v in steps.items()}}.items():
+        print(title)
         for name, ms in rows.items():
             print(f"  {name:40s} {ms:6.2f} ms")
     out = Path(__file__).resolve().parent / "results" / "conv_step_forms.json"
-    out.write_text(json.dumps({"ms_per_evaluation": layers, "repeats": REPEATS, "rounds": args.rounds,
+    out.write_text(json.dumps({"ms_per_evaluation": layers, "ms_per_step": steps, "repeats": REPEATS, "rounds": args.rounds,
                                "machine": f"{jax.device_count()} {jax.default_backend()} device(s)"}, indent=1))
     print(f"wrote {out}")
 
