@@ -143,14 +143,14 @@ def machine() -> str:
     return f"{platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s), {platform.processor() or 'cpu'}"
 
 
-def _stem(args: argparse.Namespace, name: str) -> Path:
+def result_stem(args: argparse.Namespace, name: str) -> Path:
     """experiments/results/NAME, or NAME-quick for --quick, so a smoke test never overwrites a full run."""
     args.out.mkdir(parents=True, exist_ok=True)
     return args.out / (name + ("-quick" if args.quick else ""))
 
 
 def save_figure(args: argparse.Namespace, name: str, fig: Any) -> None:
-    path = _stem(args, name).with_suffix(".png")
+    path = result_stem(args, name).with_suffix(".png")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"wrote {path}")
@@ -158,7 +158,7 @@ def save_figure(args: argparse.Namespace, name: str, fig: Any) -> None:
 
 def save(args: argparse.Namespace, name: str, payload: dict[str, Any], fig: Any) -> None:
     """NAME.json (the configuration, every run and a summary) and NAME.png."""
-    path = _stem(args, name).with_suffix(".json")
+    path = result_stem(args, name).with_suffix(".json")
     path.write_text(json.dumps({"experiment": name, "quick": args.quick, "machine": machine(),
                                 "wall_seconds": time.perf_counter() - STARTED, **payload}, indent=1))
     print(f"wrote {path}")

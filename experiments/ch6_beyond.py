@@ -18,7 +18,8 @@ On 2 CPU cores these runs take hours (see experiments/README.md for the measured
 
 Each finished network is written at once to results/ch6_beyond-runs/NAME-seedS.json (with its class
 for every test image), so a run cut short keeps what it finished; while a network trains, its epochs
-so far are in NAME-seedS.partial.json. `--only ensemble` trains only the
+so far are in NAME-seedS.partial.json (drawn dashed in the figure). `--figure-only` trains nothing and
+redraws the figure from the saved files. `--only ensemble` trains only the
 dropout networks of seeds 0-4 not already there, one at a time, and votes once all five are: the
 ensemble can be built over several sessions. The summary and the figure go to
 results/ch6_beyond[-NAME].{json,png}, over every saved network of each configuration.
@@ -30,7 +31,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from _common import mnist, parser, save, spread, train_all
+from _common import mnist, parser, result_stem, save, save_figure, spread, train_all
 from ch6_conv import test_at_best_validation
 
 CONV2 = "conv(20,5) maxpool(2) relu conv(40,5) maxpool(2) relu"
@@ -64,24 +65,47 @@ def majority_vote(predictions: list[list[int]]) -> np.ndarray:
     return counts.argmax(1)
 
 
-def run_file(args, name: str, seed: int, epochs: int) -> Path:
-    """results/ch6_beyond-runs/NAME-seedS.json (suffixed with the epochs when not the published number)."""
-    suffix = "" if epochs == CONFIGS[name][3] else f"-{epochs}epochs"
-    folder = args.out / ("ch6_beyond-runs" + ("-quick" if args.quick else ""))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{name}-seed{seed}{suffix}.json"
+def run_file(args, run: dict, partial: bool = False) -> Path:
+    """results/ch6_beyond-runs/NAME-seedS[-Eepochs][.partial].json (the epochs named when not the published number)."""
+    folder = result_stem(args, "ch6_beyond-runs")
+    folder.mkdir(exist_ok=True)
+    suffix = "" if run["epochs"] == CONFIGS[run["label"]][3] else f"-{run['epochs']}epochs"
+    return folder / f"{run['label']}-seed{run['seed']}{suffix}{'.partial' if partial else ''}.json"
 
 
-def saved(args, name: str, epochs: int) -> dict[int, dict]:
-    """The saved networks of configuration `name` trained for `epochs`, by seed."""
-    runs = {}
-    for path in sorted((args.out / ("ch6_beyond-runs" + ("-quick" if args.quick else ""))).glob(f"{name}-seed*.json")):
-        if path.name.endswith(".partial.json"):  # a run still going, or cut short
-            continue
-        run = json.loads(path.read_text())
-        if run["epochs"] == epochs:
-            runs[run["seed"]] = run
-    return runs
+def saved(args, name: str, epochs: int, partial: bool = False) -> dict[int, dict]:
+    """The networks of configuration `name` trained for `epochs` and saved, by seed (or those cut short)."""
+    runs = [json.loads(path.read_text()) for path in sorted(result_stem(args, "ch6_beyond-runs").glob(f"{name}-seed*.json"))
+            if path.name.endswith(".partial.json") == partial]
+    return {run["seed"]: run for run in runs if run["epochs"] == epochs}
+
+
+def save_partial(args, run: dict, history: list[dict]) -> None:
+    """The epochs a network has finished so far (kept if the session ends before it does)."""
+    run_file(args, run, partial=True).write_text(json.dumps({**run, "epochs_done": history}, indent=1))
+
+
+def save_finished(args, run: dict) -> None:
+    run_file(args, run).write_text(json.dumps(run, indent=1))
+    run_file(args, run, partial=True).unlink(missing_ok=True)
+
+
+def figure(args, names: list[str], n_epochs: dict[str, int]):
+    """Test accuracy per epoch of every saved network (solid) and every one cut short (dashed), the
+    published figures dotted."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, name in enumerate(names):
+        for run in saved(args, name, n_epochs[name]).values():
+            ax.plot(np.arange(1, len(run["curves"]["test"]) + 1), run["curves"]["test"], color=f"C{i}",
+                    label=f"{name} seed {run['seed']}")
+        for run in saved(args, name, n_epochs[name], partial=True).values():
+            test = [100 * h["test_accuracy"] for h in run["epochs_done"]]
+            ax.plot(np.arange(1, len(test) + 1), test, color=f"C{i}", ls="--",
+                    label=f"{name} seed {run['seed']} ({len(test)} of {run['epochs']} epochs, cut short)")
+        ax.axhline(CONFIGS[name][4], color=f"C{i}", ls=":", lw=1, label=f"{name}, published {CONFIGS[name][4]}%")
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Nielsen ch. 6 on the expanded data")
+    ax.legend(fontsize=8)
+    return fig
 
 
 def main() -> None:
@@ -89,11 +113,14 @@ def main() -> None:
     p.add_argument("--only", choices=["expanded", "dropout", "ensemble"], default=None)
     p.add_argument("--epochs", type=int, default=None, help="override the published epochs (e.g. 1 to time an epoch)")
     p.add_argument("--first-seed", type=int, default=0, help="the first seed to train (default 0)")
+    p.add_argument("--figure-only", action="store_true", help="train nothing: redraw the figure from the saved networks")
     p.set_defaults(seeds=1)
     args = p.parse_args()
     names = {"expanded": ["expanded"], "dropout": ["dropout"], "ensemble": ["dropout"], None: ["expanded", "dropout"]}[args.only]
     n_epochs = {name: args.epochs or (2 if args.quick else CONFIGS[name][3]) for name in names}
-    if args.only == "ensemble":
+    if args.figure_only:
+        wanted = []
+    elif args.only == "ensemble":
         wanted = [s for s in range(ENSEMBLE) if s not in saved(args, "dropout", n_epochs["dropout"])]
         print(f"ensemble: {ENSEMBLE - len(wanted)} of {ENSEMBLE} dropout networks already saved; training seeds {wanted}")
     else:
@@ -104,24 +131,17 @@ def main() -> None:
         runs += [{"label": name, "layers": layers, "output": "softmax", "loss": "cross_entropy", "optimizer": "sgd", "eta": eta,
                   "l2": l2, "batch": 10, "epochs": n_epochs[name], "split": "val", "seed": s, "published": published,
                   "keep_test_predictions": True} for s in wanted]
+    data = mnist(args)
     if runs:
-        data = mnist(args)
         x, y = expand(data.x_train, data.y_train)
-        data = data._replace(x_train=x, y_train=y)
-        y_test = data.y_test
-        def partial(run: dict, history: list[dict]) -> None:  # the epochs so far, kept if the run is cut short
-            path = run_file(args, run["label"], run["seed"], run["epochs"]).with_suffix(".partial.json")
-            path.write_text(json.dumps({**run, "epochs_done": history}, indent=1))
-
-        def finished(run: dict) -> None:
-            run_file(args, run["label"], run["seed"], run["epochs"]).write_text(json.dumps(run, indent=1))
-            run_file(args, run["label"], run["seed"], run["epochs"]).with_suffix(".partial.json").unlink(missing_ok=True)
-        train_all(runs, data, "chapter 6, expanded data", on_run=finished, on_epoch=partial)
-    else:
-        y_test = mnist(args).y_test
+        train_all(runs, data._replace(x_train=x, y_train=y), "chapter 6, expanded data",
+                  on_run=lambda run: save_finished(args, run), on_epoch=lambda run, history: save_partial(args, run, history))
     summary, done = {}, []
     for name in names:
         mine = list(saved(args, name, n_epochs[name]).values())
+        if not mine:
+            print(f"{name}: no network trained for {n_epochs[name]} epochs is saved yet")
+            continue
         done += mine
         scores = [test_at_best_validation(r) for r in mine]
         summary[name] = {"published": CONFIGS[name][4], "seeds": [r["seed"] for r in mine], "test_at_best_val": spread(scores),
@@ -135,19 +155,17 @@ def main() -> None:
         if len(members) == ENSEMBLE:
             vote = majority_vote([r["test_predictions"] for r in members])
             summary["ensemble"] = {"published": ENSEMBLE_PUBLISHED, "networks": len(members),
-                                   "test_accuracy": float(100 * np.mean(vote == y_test))}
+                                   "test_accuracy": float(100 * np.mean(vote == data.y_test))}
             print(f"ensemble of {len(members)}: {summary['ensemble']['test_accuracy']:.2f}% (published {ENSEMBLE_PUBLISHED}%)")
         else:
             print(f"ensemble: {len(members)} of {ENSEMBLE} networks saved; run again to train the rest")
     for r in done:
         r.pop("test_predictions", None)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for r in done:
-        ax.plot(np.arange(1, len(r["curves"]["test"]) + 1), r["curves"]["test"], label=f"{r['label']} seed {r['seed']}")
-    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Nielsen ch. 6 on the expanded data")
-    ax.legend(fontsize=8)
     name = "ch6_beyond" + ("" if args.only is None else f"-{args.only}") + ("" if args.epochs is None else f"-{args.epochs}epochs")
-    save(args, name, {"runs": done, "summary": summary}, fig)
+    if args.figure_only:  # the JSON keeps the wall time of the run that trained
+        save_figure(args, name, figure(args, names, n_epochs))
+    else:
+        save(args, name, {"runs": done, "summary": summary}, figure(args, names, n_epochs))
 
 
 if __name__ == "__main__":
