@@ -34,11 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnbackprop.bench import interleaved, summary
-from fnbackprop.bench_conv import STEPS, batches, jax_steps, torch_steps
-from fnbackprop.layers import activation, conv2d, dense, flatten, max_pool, reshape
+from fnbackprop.bench_conv import STEPS, batches, jax_steps, nielsen_conv_net, torch_steps
+from fnbackprop.layers import conv2d
 from fnbackprop.layers.convolution import _dimension_numbers, col2im, patches
 from fnbackprop.layers.protocol import Layer
-from fnbackprop.network import Network, network
 
 REPEATS = 50
 NHWC_HWIO = _dimension_numbers("NHWC", "HWIO", "NHWC")
@@ -60,9 +59,13 @@ def forward_lax(x, W, dz):
     return jax.lax.conv_general_dilated(x, W, (1, 1), "VALID", dimension_numbers=NHWC_HWIO)
 
 
-def dW_im2col(x, W, dz):
+def dW_from_patches(P, dz, shape):
     rows = dz.reshape(-1, dz.shape[-1])
-    return (patches(x, W.shape[:2], (1, 1), dz.shape[1:3]).reshape(rows.shape[0], -1).T @ rows).reshape(W.shape)
+    return (P.reshape(rows.shape[0], -1).T @ rows).reshape(shape)
+
+
+def dW_im2col(x, W, dz):
+    return dW_from_patches(patches(x, W.shape[:2], (1, 1), dz.shape[1:3]), dz, W.shape)
 
 
 def dW_lax(x, W, dz):
@@ -137,16 +140,20 @@ def layer_forms(m: int, size: int, c_in: int, c_out: int, rounds: int, skip: tup
     x = jax.random.normal(keys[0], (m, size, size, c_in))
     W = jax.random.normal(keys[1], (5, 5, c_in, c_out))
     dz = jax.random.normal(keys[2], (m, size - 4, size - 4, c_out))
+    engine = conv2d(c_out, 5, impl="im2col")  # what every form must reproduce: the engine's layer itself (b = 0)
+    params = {"W": W, "b": jnp.zeros(c_out)}
+    z, cache = engine.forward(params, x)
+    grads, dx = engine.backward(params, cache, dz)
+    expected = {"forward": z, "dW": grads["W"], "dX": dx}
     runs = {}
     for piece, forms in PIECES.items():
         if piece in skip:
             continue
-        reference = None
+        reference = np.asarray(expected[piece])
         for name, form in forms.items():
-            value = np.asarray(form(x, W, dz)).reshape(-1)
-            reference = value if reference is None else reference
-            scale = np.abs(reference).max()
-            assert np.abs(value - reference).max() <= 1e-4 * scale, f"{piece} {name} differs from the engine's form"
+            # float32 sums of 25 C_in terms in another order: 1e-4 of the largest entry
+            difference = np.abs(np.asarray(form(x, W, dz)) - reference).max()
+            assert difference <= 1e-4 * np.abs(reference).max(), f"{piece} {name} differs from the engine's layer"
             run = looped(form)
             jax.block_until_ready(run(x, W, dz))
             runs[f"{piece}: {name}"] = lambda run=run: run(x, W, dz)
@@ -155,42 +162,38 @@ def layer_forms(m: int, size: int, c_in: int, c_out: int, rounds: int, skip: tup
 
 
 def conv_variant(features: int, forward_by_lax: bool, dx_form: Callable) -> Layer:
-    """conv2d(features, 5), im2col, with its forward by lax.conv (P rebuilt in the backward) and/or another dX form."""
+    """conv2d(features, 5), im2col, with its forward by lax.conv (then P is built in the backward, for dW)
+    and/or another dX form; dW = P^T dZ and db as the engine's."""
     engine = conv2d(features, 5, impl="im2col")
 
     def forward(params, x):
         if not forward_by_lax:
-            return engine.forward(params, x)
+            return engine.forward(params, x)  # caches (x, P)
         return forward_lax(x, params["W"], None) + params["b"], (x, None)
 
     def backward(params, cache, dz):
-        x, _ = cache
+        x, P = cache
         W = params["W"]
-        return {"W": dW_im2col(x, W, dz), "b": jnp.sum(dz, axis=(0, 1, 2))}, dx_form(x, W, dz)
+        P = patches(x, W.shape[:2], (1, 1), dz.shape[1:3]) if P is None else P
+        return {"W": dW_from_patches(P, dz, W.shape), "b": jnp.sum(dz, axis=(0, 1, 2))}, dx_form(x, W, dz)
 
     return engine._replace(forward=forward, backward=backward)
 
 
-def step_network(forward_by_lax: bool, dx_form: Callable) -> Network:
-    """Nielsen's two-conv-pool network (as `bench_conv.nielsen_conv_net`) with the conv layers varied."""
-    return network([reshape((28, 28, 1)), conv_variant(20, forward_by_lax, dx_form), max_pool(2), activation("relu"),
-                    conv_variant(40, forward_by_lax, dx_form), max_pool(2), activation("relu"), flatten(), dense(100),
-                    activation("relu"), dense(10)], (784,), output="softmax", loss="cross_entropy")
-
-
-STEP_VARIANTS = {"engine (im2col, col2im)": (False, dx_col2im), "dX by kernel rows": (False, dx_per_kernel_row),
+STEP_VARIANTS = {"engine (im2col, col2im)": None, "dX by kernel rows": (False, dx_per_kernel_row),
                  "forward by lax.conv": (True, dx_col2im)}
 
 
 def step_forms(batch: int, rounds: int) -> dict:
     """ms per SGD step of each variant (its gradients first checked against the engine's), and PyTorch's."""
     xs, ys = (jnp.asarray(a) for a in batches(batch))
-    params = step_network(False, dx_col2im).init(jax.random.PRNGKey(0))
+    params = nielsen_conv_net("im2col").init(jax.random.PRNGKey(0))
     runs, reference = {}, None
-    for name, (by_lax, dx_form) in STEP_VARIANTS.items():
-        net = step_network(by_lax, dx_form)
+    for name, variant in STEP_VARIANTS.items():  # the engine's network first: the reference
+        net = nielsen_conv_net("im2col", None if variant is None else lambda features, v=variant: conv_variant(features, *v))
         grads = jax.jit(lambda p, x, y, net=net: net.value_and_grad(p, x, y)[1])(params, xs[0], ys[0])
         reference = grads if reference is None else reference
+        # the same gradients up to float32 summation order; a wrong form (a dX unflipped, misplaced) is off by O(1)
         jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5), reference, grads)
         run = jax_steps(net, "hand")
         jax.block_until_ready(run(params, xs, ys))

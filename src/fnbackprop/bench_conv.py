@@ -24,15 +24,18 @@ import numpy as np
 
 from .bench import interleaved, summary, torch_module
 from .layers import activation, conv2d, dense, flatten, forward_with_key, max_pool, reshape
+from .layers.protocol import Layer
 from .network import Network, network
 
 STEPS = 100
 LR = 0.01
 
 
-def nielsen_conv_net(impl: str) -> Network:
-    """conv(20,5) maxpool(2) relu conv(40,5) maxpool(2) relu dense(100) relu dense(10), softmax + cross-entropy."""
-    return network([reshape((28, 28, 1)), conv2d(20, 5, impl=impl), max_pool(2), activation("relu"), conv2d(40, 5, impl=impl),
+def nielsen_conv_net(impl: str, conv: Callable[[int], Layer] | None = None) -> Network:
+    """conv(20,5) maxpool(2) relu conv(40,5) maxpool(2) relu dense(100) relu dense(10), softmax + cross-entropy.
+    `conv(features)` builds each 5x5 conv layer (default `conv2d(features, 5, impl=impl)`): a variant to time."""
+    conv = conv or (lambda features: conv2d(features, 5, impl=impl))
+    return network([reshape((28, 28, 1)), conv(20), max_pool(2), activation("relu"), conv(40),
                     max_pool(2), activation("relu"), flatten(), dense(100), activation("relu"), dense(10)],
                    (784,), output="softmax", loss="cross_entropy")
 
