@@ -25,7 +25,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import fnbackprop as fb
 from fnbackprop.data import Dataset, load_mnist
-from fnbackprop.train import fit, make_optimizer, split_logits
+from fnbackprop.checkpoint import read_meta
+from fnbackprop.train import CHECKPOINT_NAME, fit, make_optimizer, split_logits
 
 matplotlib.use("Agg")
 
@@ -75,13 +76,28 @@ def optimizer(run: dict, n_train: int) -> optax.GradientTransformation:
                           n_train=n_train)
 
 
-def train(run: dict, data: Dataset, on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """One training run; the record gains the per-epoch accuracy on run["split"], its best and last."""
+def checkpointed_epochs(folder: Path | None) -> list[dict]:
+    """The epochs already done by the run checkpointed in `folder` (none without a checkpoint)."""
+    if folder is None or not (folder / CHECKPOINT_NAME).exists():
+        return []
+    return read_meta(folder / CHECKPOINT_NAME).get("history", [])
+
+
+def train(run: dict, data: Dataset, on_epoch: Callable[[dict], None] | None = None,
+          checkpoint_dir: Path | None = None) -> dict:
+    """One training run; the record gains the per-epoch accuracy on run["split"], its best and last.
+
+    With `checkpoint_dir` the parameters are saved there after every epoch and a run whose checkpoint
+    is there continues from it (`fit`'s resume: the same batches, the same end, or a refusal when the
+    stored run's configuration differs). run["evaluate_train"] False leaves the training split's
+    metrics out of each epoch."""
     start = time.perf_counter()
     net = build(run)
+    resume = bool(checkpointed_epochs(checkpoint_dir))
     result = fit(net, data, optimizer=optimizer(run, len(data.x_train)), epochs=run["epochs"],
                  batch_size=run["batch"], key=jax.random.PRNGKey(run["seed"]), grad_source=run.get("grad", "hand"),
-                 on_epoch=on_epoch)
+                 on_epoch=on_epoch, out_dir=checkpoint_dir, resume=resume, config=run,
+                 evaluate_train=run.get("evaluate_train", True))
     curve = [100 * h[f"{run['split']}_accuracy"] for h in result.history]
     x, y = (data.x_val, data.y_val) if run["split"] == "val" else (data.x_test, data.y_test)
     curves = {split: [100 * h[f"{split}_accuracy"] for h in result.history] for split in ("val", "test")
@@ -93,7 +109,7 @@ def train(run: dict, data: Dataset, on_epoch: Callable[[dict], None] | None = No
             **final_outputs(net, result.params, x, y),
             "cost": [h["mean_batch_cost"] for h in result.history],
             "seconds_per_epoch": float(np.median([h["seconds"] for h in result.history])),
-            "wall_seconds": time.perf_counter() - start}
+            "wall_seconds": time.perf_counter() - start, **({"resumed": True} if resume else {})}
 
 
 def final_outputs(net: fb.Network, params: Any, x: np.ndarray, y: np.ndarray) -> dict[str, list[float]]:
@@ -111,22 +127,26 @@ def progress() -> Progress:
 
 
 def train_all(runs: list[dict], data: Dataset, title: str, on_run: Callable[[dict], None] | None = None,
-              on_epoch: Callable[[dict, list[dict]], None] | None = None) -> list[dict]:
+              on_epoch: Callable[[dict, list[dict]], None] | None = None,
+              checkpoint_dir: Callable[[dict], Path] | None = None) -> list[dict]:
     """Every run in turn, one progress bar over all their epochs; `on_run` gets each record as it is done
-    (to save it before the next run starts), `on_epoch` the run and its epochs so far after each epoch."""
+    (to save it before the next run starts), `on_epoch` the run and its epochs so far after each epoch;
+    `checkpoint_dir(run)`, when given, is the folder each run is checkpointed in and resumed from."""
     done = []
     with progress() as bar:
         task = bar.add_task(title, total=sum(r["epochs"] for r in runs))
         for run in runs:
             bar.update(task, description=f"{title}: {run.get('label', '')} seed {run['seed']}")
-            history: list[dict] = []
+            folder = checkpoint_dir(run) if checkpoint_dir is not None else None
+            history: list[dict] = checkpointed_epochs(folder)
+            bar.advance(task, len(history))
 
             def epoch_done(record: dict, run: dict = run, history: list[dict] = history) -> None:
                 bar.advance(task)
                 history.append(record)
                 if on_epoch is not None:
                     on_epoch(run, history)
-            done.append(train(run, data, on_epoch=epoch_done))
+            done.append(train(run, data, on_epoch=epoch_done, checkpoint_dir=folder))
             if on_run is not None:
                 on_run(done[-1])
     return done

@@ -14,7 +14,7 @@ from ch6_beyond import expand, majority_vote  # noqa: E402
 from hand_vs_autodiff import global_rel_diff  # noqa: E402
 from optimizers import epochs_to  # noqa: E402
 
-from _common import build, spread  # noqa: E402
+from _common import build, spread, train_all  # noqa: E402
 
 
 def test_speed_of_learning_is_the_norm_of_jax_grad_wrt_each_hidden_bias(x64):
@@ -63,3 +63,21 @@ def test_majority_vote_takes_the_most_frequent_class_and_breaks_ties_to_the_smal
     predictions = [[1, 4, 3, 0], [1, 5, 3, 9], [2, 5, 7, 8], [2, 4, 7, 6], [1, 6, 3, 5]]
     # image 0: 1 x3, 2 x2 -> 1; image 1: 4 x2, 5 x2, 6 -> tie 4; image 2: 3 x3 -> 3; image 3: all differ -> 0
     np.testing.assert_array_equal(majority_vote(predictions), [1, 4, 3, 0])
+
+
+def test_a_run_cut_short_continues_from_its_checkpoint_to_the_uninterrupted_end(tmp_path):
+    """ch6_beyond's runs last hours: one stopped after epoch 1 and run again for 3 epochs must reach the
+    accuracies and costs of a run never stopped, and report its earlier epoch to `on_epoch` too."""
+    from fnbackprop.data import load_digits
+
+    data = load_digits()
+    data = data._replace(x_val=data.x_test, y_val=data.y_test)
+    run = {"sizes": [64, 16, 10], "hidden": "relu", "output": "softmax", "loss": "cross_entropy", "init": "he",
+           "eta": 0.1, "batch": 32, "epochs": 3, "split": "val", "seed": 0, "evaluate_train": False}
+    straight = train_all([run], data, "straight")[0]
+    train_all([{**run, "epochs": 1}], data, "cut short", checkpoint_dir=lambda r: tmp_path)
+    seen: list[int] = []
+    resumed = train_all([run], data, "resumed", checkpoint_dir=lambda r: tmp_path,
+                        on_epoch=lambda r, history: seen.append(len(history)))[0]
+    assert seen == [2, 3] and resumed["resumed"]
+    assert resumed["accuracy"] == straight["accuracy"] and resumed["cost"] == straight["cost"]

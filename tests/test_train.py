@@ -167,6 +167,16 @@ def test_metrics_per_epoch(digits):
     assert history[1]["train_cost"] < history[0]["train_cost"]
 
 
+def test_leaving_the_training_split_out_of_the_metrics_changes_nothing_else(digits):
+    """Evaluating a split never touches the parameters: the same trajectory, the same test metrics."""
+    full = _fit(digits, epochs=2)
+    lean = _fit(digits, epochs=2, evaluate_train=False)
+    assert not any(key.startswith("train_") for key in lean.history[-1])
+    assert [h["test_accuracy"] for h in lean.history] == [h["test_accuracy"] for h in full.history]
+    for a, b in zip(jax.tree_util.tree_leaves(full.params), jax.tree_util.tree_leaves(lean.params)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_every_epoch_draws_its_own_shuffle_from_fold_in_of_the_key(digits, monkeypatch):
     """The documented contract: epoch e runs with fold_in(shuffle_key, e), shuffle_key = split(key)[1]."""
     import fnbackprop.train as train
@@ -227,6 +237,12 @@ def test_divergence_stops_with_the_epoch_and_last_good_checkpoint(digits, tmp_pa
     assert [h["epoch"] for h in kept["epochs"]] == [1, 2]
     with np.load(tmp_path / "checkpoint.npz") as stored:
         assert json.loads(str(stored["__meta__"]))["epoch"] == 2
+
+
+def test_divergence_is_caught_without_the_training_split_metrics(digits):
+    poisoned = optax.sgd(float("nan"))  # every step writes NaN into the parameters
+    with pytest.raises(TrainingDiverged, match=r"epoch 1: the cost is nan"):
+        _fit(digits, epochs=2, optimizer=poisoned, evaluate_train=False)
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(digits, tmp_path):
