@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# eight simulated devices in a child process take half a minute: these run with the slow tests
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def results():

@@ -61,6 +61,7 @@ def test_a_users_layer_is_checked_and_the_wrong_parameter_named(key):
     assert bad.fd_rel_err <= 1e-6  # autodiff and finite differences agree: the backward is at fault
 
 
+@pytest.mark.slow  # trains a network: kept out of the quick suite's 6 minutes
 def test_a_users_layer_composes_trains_and_checks_in_a_network(key):
     net = fb.network([dense(16), Scale(), activation("tanh"), dense(10)], (64,), output="softmax", loss="cross_entropy")
     assert check_network(net, key).passed
