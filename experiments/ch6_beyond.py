@@ -84,9 +84,10 @@ def saved(args, name: str, epochs: int, partial: bool = False) -> dict[int, dict
 
 
 def checkpoint_dir(args, run: dict) -> Path:
-    """results/ch6_beyond-runs/NAME-seedS.checkpoint/: the network after its last finished epoch, which a
-    later run of the same configuration continues from (not committed: 7 MB for the dropout network)."""
-    return result_stem(args, "ch6_beyond-runs") / f"{run['label']}-seed{run['seed']}.checkpoint"
+    """results/ch6_beyond-runs/NAME-seedS[-Eepochs].checkpoint/: the network after its last finished epoch,
+    which a later run of the same configuration and epochs continues from (not committed: 7 MB for the
+    dropout network)."""
+    return run_file(args, run).with_suffix(".checkpoint")
 
 
 def save_partial(args, run: dict, history: list[dict]) -> None:

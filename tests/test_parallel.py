@@ -74,7 +74,6 @@ def _run_two_hosts(port: int) -> list[tuple[int, str, str]]:
     return [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs)]
 
 
-@pytest.mark.slow
 def test_two_processes_on_loopback_train_data_parallel_with_jax_distributed():
     """Multi-host on one machine: jax.distributed over loopback, CPU collectives (gloo), one device each.
 

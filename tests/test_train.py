@@ -245,6 +245,13 @@ def test_divergence_is_caught_without_the_training_split_metrics(digits):
         _fit(digits, epochs=2, optimizer=poisoned, evaluate_train=False)
 
 
+def test_resuming_a_checkpoint_trained_past_the_asked_epochs_is_refused(digits, tmp_path):
+    """Otherwise a 1-epoch run resumed from a 2-epoch checkpoint would return the 2-epoch network as its own."""
+    _fit(digits, epochs=2, out_dir=tmp_path)
+    with pytest.raises(checkpoint.CheckpointError, match="has trained 2 epochs, more than the 1 this run asks for"):
+        _fit(digits, epochs=1, out_dir=tmp_path, resume=True)
+
+
 def test_resume_without_a_checkpoint_is_a_clear_error(digits, tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         _fit(digits, epochs=1, out_dir=tmp_path, resume=True)

@@ -337,6 +337,9 @@ def fit(
         if out is None:
             raise FileNotFoundError("nothing to resume: no out_dir given")
         (params, opt_state), history = resume_from(out, (params, opt_state), config)
+        if len(history) > epochs:
+            raise checkpoint.CheckpointError(f"the checkpoint in {out} has trained {len(history)} epochs, more than the "
+                                             f"{epochs} this run asks for: ask for {len(history)} or more, or train into another --out")
 
     codes, denominator = compact_features(data.x_train)
     x_tr, y_tr = jnp.asarray(codes), jnp.asarray(data.y_train)
@@ -356,10 +359,10 @@ def fit(
         for split, (x, y) in splits.items():
             record.update({f"{split}_{k}": float(v) for k, v in evaluate_split(params, x, y).items()})
         record["grad_norms"] = [{k: float(v) for k, v in layer.items()} for layer in stats.grad_norms]
-        cost = record.get("train_cost", record["mean_batch_cost"])
-        if not math.isfinite(cost) or not math.isfinite(record["mean_batch_cost"]):
+        bad = [record[k] for k in ("train_cost", "mean_batch_cost") if k in record and not math.isfinite(record[k])]
+        if bad:
             last = f"the checkpoint of epoch {epoch - 1} at {ckpt}" if ckpt is not None and epoch > 1 else "no checkpoint"
-            raise TrainingDiverged(f"training diverged in epoch {epoch}: the cost is {cost}; last good: {last}")
+            raise TrainingDiverged(f"training diverged in epoch {epoch}: the cost is {bad[0]}; last good: {last}")
         history.append(record)
         if out is not None and ckpt is not None:
             checkpoint.save(ckpt, (params, opt_state), {"epoch": epoch, "history": history, "config": config or {}})
