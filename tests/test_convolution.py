@@ -107,6 +107,38 @@ def test_each_planted_convolution_mistake_fails_the_checker():
     assert reports["conv2d: db not summed over positions"].diagnosis.startswith("broadcast-sum")
 
 
+def reference_max_pool(x, window, stride, dy):
+    """y = the max of each window; dx: each window's dy split evenly among its maximal entries (loops, float64)."""
+    (kh, kw), (sh, sw) = window, stride
+    P, Q = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    y, dx = np.zeros((x.shape[0], P, Q, x.shape[3])), np.zeros_like(x)
+    for n in range(x.shape[0]):
+        for p in range(P):
+            for q in range(Q):
+                for c in range(x.shape[3]):
+                    win = x[n, p * sh:p * sh + kh, q * sw:q * sw + kw, c]
+                    y[n, p, q, c] = win.max()
+                    hits = win == win.max()
+                    dx[n, p * sh:p * sh + kh, q * sw:q * sw + kw, c] += hits * dy[n, p, q, c] / hits.sum()
+    return y, dx
+
+
+# tiling windows with rows and columns left over, overlapping windows, windows with gaps, a non-square
+# window and batch 1; entries drawn from {-1, 0, 1} so that most windows hold ties
+@pytest.mark.parametrize("window,stride,x_shape", [((2, 2), None, (2, 7, 6, 3)), ((3, 2), (3, 2), (1, 8, 5, 2)),
+                                                    ((3, 3), (2, 2), (2, 7, 7, 1)), ((2, 2), (3, 3), (2, 8, 8, 2))])
+def test_max_pool_equals_the_loop_reference_ties_included(window, stride, x_shape):
+    rng = np.random.default_rng(sum(x_shape))
+    x = rng.integers(-1, 2, x_shape).astype(np.float64)
+    pool = fb.max_pool(window, stride)
+    y, cache = pool.forward({}, jnp.asarray(x))
+    dy = rng.standard_normal(y.shape)
+    _, dx = pool.backward({}, cache, jnp.asarray(dy))
+    y_ref, dx_ref = reference_max_pool(x, window, stride or window, dy)
+    assert rel(y, y_ref) == 0  # a max selects an entry: no rounding
+    assert rel(dx, dx_ref) < 1e-14  # dy / count, summed over at most 4 overlapping windows
+
+
 def test_max_pool_shares_a_tie_evenly_as_jax_grad_does_and_the_checker_calls_it_a_kink():
     pool = fb.max_pool(2)
     x = jnp.zeros((1, 4, 4, 1)).at[0, 1, 1, 0].set(-1.0).at[0, 2, 3, 0].set(2.0)  # ties of zeros, one clear maximum

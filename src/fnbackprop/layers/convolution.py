@@ -26,6 +26,8 @@ Two implementations of the same equations, both hand-written, selectable with `i
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any
 
 import jax
@@ -214,23 +216,41 @@ def max_pool(window: int | tuple = 2, stride: int | tuple | None = None) -> Laye
     window entry it is spread to: at batch 64 in Nielsen's network, routing to the first arg-max by a
     mask cost 13.8 ms per step against 8.5 ms for this form. The cache is the input (alive anyway as the
     previous layer's output) and y.
+
+    Layout, for speed only: the kh kw entries of the windows are strided slices of x (`window_entries`),
+    so count is an elementwise sum that XLA fuses into the routing pass. Windows that tile the input
+    (stride = window, the usual case) are reduced and routed in the view (m, P, kh, Q, kw, C) of x, a
+    reshape of it, so dx needs no transpose back. Together about 8% of Nielsen's step at batch 64. y
+    stays a max reduction, whose autodiff also splits ties evenly (nested maxima would not).
     """
     win = _pairs(window, "window")
     strides = win if stride is None else _pairs(stride, "stride")
+    tiling = strides == win
 
-    def window_entries(x: Array) -> Array:  # (m, P, Q, kh kw, C)
-        p = patches(x, win, strides, _pool_geometry(x.shape, win, strides))
-        return p.reshape(*p.shape[:3], -1, p.shape[-1])
+    def window_entries(x: Array) -> list[Array]:  # entry (i, j) of every window: x[:, s p + i, s q + j, :], (m, P, Q, C)
+        P, Q = _pool_geometry(x.shape, win, strides)
+        return [x[:, i:i + strides[0] * (P - 1) + 1:strides[0], j:j + strides[1] * (Q - 1) + 1:strides[1], :]
+                for i in range(win[0]) for j in range(win[1])]
+
+    def tiles(x: Array) -> Array:  # tiling windows: x[:, :P kh, :Q kw] seen as (m, P, kh, Q, kw, C), a reshape
+        P, Q = _pool_geometry(x.shape, win, strides)
+        return x[:, :P * win[0], :Q * win[1], :].reshape(x.shape[0], P, win[0], Q, win[1], x.shape[-1])
 
     def forward(params: dict, x: Array) -> tuple[Array, tuple]:
-        y = jnp.max(window_entries(x), axis=3)
+        y = jnp.max(tiles(x), axis=(2, 4)) if tiling else jnp.max(jnp.stack(window_entries(x), axis=3), axis=3)
         return y, (x, y)
 
     def backward(params: dict, cache: tuple, dy: Array) -> tuple[dict, Array]:
         x, y = cache
-        is_max = (window_entries(x) == y[:, :, :, None, :]).astype(dy.dtype)
-        routed = is_max * (dy / jnp.sum(is_max, axis=3))[:, :, :, None, :]
-        return {}, col2im(routed.reshape(*dy.shape[:3], *win, dy.shape[-1]), x.shape[1:3], strides)
+        entries = window_entries(x)
+        share = dy / functools.reduce(jnp.add, [(entry == y).astype(dy.dtype) for entry in entries])  # dy / count
+        m, P, Q, C = dy.shape
+        if tiling:  # route in the view, then zeros for the rows and columns no window saw
+            routed = jnp.where(tiles(x) == y[:, :, None, :, None, :], share[:, :, None, :, None, :], 0)
+            dx = routed.reshape(m, P * win[0], Q * win[1], C)
+            return {}, jnp.pad(dx, ((0, 0), (0, x.shape[1] - P * win[0]), (0, x.shape[2] - Q * win[1]), (0, 0)))
+        routed = jnp.stack([jnp.where(entry == y, share, 0) for entry in entries], axis=3)  # (m, P, Q, kh kw, C)
+        return {}, col2im(routed.reshape(m, P, Q, *win, C), x.shape[1:3], strides)
 
     return Layer(no_params, forward, backward, name=f"max_pool({win[0]}x{win[1]}" + (f", stride {strides[0]}" if strides != win else "") + ")")
 
