@@ -55,8 +55,8 @@ MISTAKES = [
     Mistake("conv2d: kernel not rotated in dx (XLA form)", "layers/convolution.py", "dxpad = jax.lax.conv_general_dilated(dz, W[::-1, ::-1]",
             "dxpad = jax.lax.conv_general_dilated(dz, W"),
     Mistake("max_pool: gradient to every entry of the window", "layers/convolution.py",
-            "routed = jnp.where(tiles(x) == y[:, :, None, :, None, :], share[:, :, None, :, None, :], 0)",
-            "routed = jnp.broadcast_to(dy[:, :, None, :, None, :], (m, P, win[0], Q, win[1], C))"),
+            "jnp.where(tile_view(x, win, out) == y[:, :, None, :, None, :], share[:, :, None, :, None, :], 0)",
+            "jnp.broadcast_to(dy[:, :, None, :, None, :], tile_view(x, win, out).shape)"),
     Mistake("softmax: sum term dropped", "activations.py", "return a * (da - jnp.sum(da * a, axis=-1, keepdims=True))", "return a * da"),
     # activation derivatives
     Mistake("sigmoid: a(1 + a)", "activations.py", "lambda z, a: a * (1 - a)", "lambda z, a: a * (1 + a)"),
