@@ -183,3 +183,17 @@ def test_col2im_is_the_adjoint_of_patches(window, stride):
     d = jax.random.normal(jax.random.PRNGKey(1), (2, *out, *window, 3), jnp.float64)
     lhs, rhs = float(jnp.vdot(patches(x, window, stride, out), d)), float(jnp.vdot(x, col2im(d, (7, 9), stride)))
     assert abs(lhs - rhs) <= 1e-12 * max(1.0, abs(lhs))
+
+
+@pytest.mark.parametrize("window,stride", [((3, 3), (1, 1)), ((2, 2), (2, 2)), ((3, 2), (3, 2)), ((2, 3), (3, 2))])
+def test_patches_match_their_definition_in_both_layouts(window, stride):
+    """patches[n, p, q, i, j, c] = x[n, s p + i, s q + j, c], read off x by index here; the window-first
+    layout (kh, kw, m, P, Q, C), which the one-channel dW uses as P^T, holds the same entries."""
+    from fnbackprop.layers.convolution import patches
+
+    x = np.arange(2 * 7 * 9 * 3, dtype=np.float64).reshape(2, 7, 9, 3)  # every entry distinct: a misplaced one shows
+    out = tuple((n - k) // s + 1 for n, k, s in zip((7, 9), window, stride))
+    expected = np.array([[[[[x[n, stride[0] * p + i, stride[1] * q + j] for j in range(window[1])] for i in range(window[0])]
+                           for q in range(out[1])] for p in range(out[0])] for n in range(2)])
+    assert np.array_equal(patches(jnp.asarray(x), window, stride, out), expected)
+    assert np.array_equal(patches(jnp.asarray(x), window, stride, out, windows_first=True), expected.transpose(3, 4, 0, 1, 2, 5))
