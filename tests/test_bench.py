@@ -134,3 +134,15 @@ def test_the_conv_contenders_take_the_same_step():
     for key, p in after.items():
         for a, b in zip(jax.tree_util.tree_leaves(p), jax.tree_util.tree_leaves(after["im2col", "autodiff"])):
             assert float(jnp.max(jnp.abs(a - b))) <= 1e-5 * max(1.0, float(jnp.max(jnp.abs(b)))), key  # float32 sums
+
+
+def test_op_profile_puts_the_costliest_compiled_operation_first():
+    """A 768^3 product (0.9 GFLOP) beside a 16-element add: the trace's top operation is the product,
+    named with its result type and origin from the compiled HLO, at a positive time per call."""
+    from fnbackprop.bench import op_profile
+
+    f = jax.jit(lambda a, b, v: (a @ b, v + 1.0))
+    a, b, v = jnp.ones((768, 768)), jnp.ones((768, 768)), jnp.ones(16)
+    rows = op_profile(lambda: f(a, b, v), f.lower(a, b, v).compile().as_text(), reps=2, top=3)
+    assert rows[0]["what"].startswith("f32[768,768]") and "dot" in rows[0]["what"], rows
+    assert rows[0]["ms"] > 0 and all(rows[0]["ms"] >= r["ms"] for r in rows)

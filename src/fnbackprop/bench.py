@@ -24,9 +24,13 @@ for dC/dx (XLA drops it). The elementwise work (activations, the loss) is left o
 
 from __future__ import annotations
 
+import collections
+import glob
+import gzip
 import json
 import platform
 import re
+import tempfile
 import time
 import tracemalloc
 from dataclasses import asdict, dataclass
@@ -106,6 +110,35 @@ def summary(seconds: list[float]) -> dict[str, float]:
     q1, median, q3 = np.percentile(seconds, [25, 50, 75])
     return {"median": float(median), "q1": float(q1), "q3": float(q3), "min": float(min(seconds)),
             "max": float(max(seconds)), "n": len(seconds)}
+
+
+def describe_ops(hlo_text: str) -> dict[str, str]:
+    """Each compiled operation's result type and the JAX operation it came from (its metadata's op_name)."""
+    described = {}
+    for line in hlo_text.splitlines():
+        m = re.match(r"\s*(?:ROOT )?%?([\w.-]+) = (\S+) ", line)
+        if m and m.group(1) not in described:
+            origin = re.search(r'op_name="([^"]+)"', line)
+            described[m.group(1)] = m.group(2) + ("  " + origin.group(1).split("/")[-1] if origin else "")
+    return described
+
+
+def op_profile(call: Callable[[], Any], hlo_text: str = "", per: int = 1, reps: int = 3, top: int = 10) -> list[dict]:
+    """The `top` costliest compiled operations of `call()` (milliseconds per call / `per`), from a jax.profiler
+    trace, each with its result type and origin from the compiled HLO text."""
+    jax.block_until_ready(call())
+    with tempfile.TemporaryDirectory() as folder:
+        with jax.profiler.trace(folder):
+            for _ in range(reps):
+                jax.block_until_ready(call())
+        events = json.load(gzip.open(glob.glob(f"{folder}/**/*.trace.json.gz", recursive=True)[0]))["traceEvents"]
+    totals: collections.Counter = collections.Counter()
+    for e in events:
+        name = e.get("name", "")
+        if e.get("ph") == "X" and ("fusion" in name or name.startswith(("dot", "custom-call", "copy", "transpose", "scatter", "gather"))):
+            totals[name] += e["dur"]
+    described = describe_ops(hlo_text)
+    return [{"op": name, "what": described.get(name, ""), "ms": us / reps / per / 1e3} for name, us in totals.most_common(top)]
 
 
 # ----- the machine's matmul limit -----------------------------------------------------------------

@@ -9,7 +9,9 @@ batches in one call (JAX: one `lax.scan`; PyTorch: a Python loop), interleaved r
 - `hand xla` and `jax.grad xla` (through `lax.conv_general_dilated` and the XLA-form backward);
 - `torch eager` (NCHW) and `torch eager channels-last`, when PyTorch is installed (`.[torch]`).
 
-Then where a hand-coded step's time goes: each layer's forward and backward jitted alone at the
+Then where a hand-coded step's time goes: the costliest compiled operations of the scanned step (a
+`jax.profiler` trace, `fnbackprop.bench.op_profile`; shapes name the layer: conv 2's products are
+(4096, 500) and (40, 500) at batch 64), and each layer's forward and backward jitted alone at the
 step's shapes (`layer_profile`).
 """
 
@@ -22,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .bench import interleaved, summary, torch_module
+from .bench import interleaved, op_profile, summary, torch_module
 from .layers import activation, conv2d, dense, flatten, forward_with_key, max_pool, reshape
 from .layers.protocol import Layer
 from .network import Network, network
@@ -115,11 +117,13 @@ def measure_conv(batch: int, rounds: int) -> dict:
     nets = {impl: nielsen_conv_net(impl) for impl in ("im2col", "xla")}
     params = nets["im2col"].init(jax.random.PRNGKey(0))
     contenders: dict[str, Callable[[], Any]] = {}
+    hlo: dict[str, str] = {}
     for impl, net in nets.items():
         for source, label in (("hand", "hand"), ("autodiff", "jax.grad")):
             run = jax_steps(net, source)
             jax.block_until_ready(run(params, xs, ys))  # compile
             contenders[f"{label} {impl}"] = lambda run=run: run(params, xs, ys)
+            hlo[f"{label} {impl}"] = run.lower(params, xs, ys).compile().as_text()
     for channels_last in (False, True):
         run = torch_steps(batch, channels_last)
         if run is not None:
@@ -137,7 +141,8 @@ def measure_conv(batch: int, rounds: int) -> dict:
         ratios[f"{fastest} / hand im2col"] = per_step[fastest]["median"] / hand
     return {"batch": batch, "steps_per_call": STEPS, "rounds": rounds, "ms_per_step": per_step,
             "seconds_per_epoch_50k": {n: v["median"] * 50_000 / batch / 1e3 for n, v in per_step.items()},
-            "ratios": ratios, "profile": layer_profile(nets["im2col"], params, batch)}
+            "ratios": ratios, "profile": layer_profile(nets["im2col"], params, batch),
+            "op_profile": op_profile(contenders["hand im2col"], hlo["hand im2col"], per=STEPS, top=15)}
 
 
 def conv_targets(results: list[dict]) -> list[tuple[str, bool, str]]:

@@ -11,13 +11,7 @@ each step's ten costliest compiled operations, hand and jax.grad (a `jax.profile
 
 from __future__ import annotations
 
-import collections
-import glob
-import gzip
-import json
 import math
-import re
-import tempfile
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -26,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .bench import interleaved, matmul_gflops, summary, torch_module
+from .bench import interleaved, matmul_gflops, op_profile, summary, torch_module
 from .lm import PRESETS, LMConfig, make_optimizer, model_of
 
 VOCAB = 65  # Tiny Shakespeare's characters
@@ -133,35 +127,6 @@ def torch_twin(config: LMConfig, xs: np.ndarray, ys: np.ndarray) -> Callable | N
             opt.step()
 
     return run
-
-
-def describe_ops(hlo_text: str) -> dict[str, str]:
-    """Each compiled operation's result type and the JAX operation it came from (its metadata's op_name)."""
-    described = {}
-    for line in hlo_text.splitlines():
-        m = re.match(r"\s*(?:ROOT )?%?([\w.-]+) = (\S+) ", line)
-        if m and m.group(1) not in described:
-            origin = re.search(r'op_name="([^"]+)"', line)
-            described[m.group(1)] = m.group(2) + ("  " + origin.group(1).split("/")[-1] if origin else "")
-    return described
-
-
-def op_profile(call: Callable[[], Any], hlo_text: str = "", per: int = 1, reps: int = 3, top: int = 10) -> list[dict]:
-    """The `top` costliest compiled operations of `call()` (milliseconds per call / `per`), from a jax.profiler
-    trace, each with its result type and origin from the compiled HLO text."""
-    jax.block_until_ready(call())
-    with tempfile.TemporaryDirectory() as folder:
-        with jax.profiler.trace(folder):
-            for _ in range(reps):
-                jax.block_until_ready(call())
-        events = json.load(gzip.open(glob.glob(f"{folder}/**/*.trace.json.gz", recursive=True)[0]))["traceEvents"]
-    totals: collections.Counter = collections.Counter()
-    for e in events:
-        name = e.get("name", "")
-        if e.get("ph") == "X" and ("fusion" in name or name.startswith(("dot", "custom-call", "copy", "transpose", "scatter", "gather"))):
-            totals[name] += e["dur"]
-    described = describe_ops(hlo_text)
-    return [{"op": name, "what": described.get(name, ""), "ms": us / reps / per / 1e3} for name, us in totals.most_common(top)]
 
 
 def measure_gpt(label: str, config: LMConfig, steps: int, rounds: int, peak_gflops: float) -> dict:

@@ -526,6 +526,16 @@ def _print_targets(title: str, rows: list[tuple[str, bool, str]]) -> None:
     console.print(table)
 
 
+def _print_op_profile(title: str, rows: list[dict]) -> None:
+    """A `fnbackprop.bench.op_profile` as a table: operation, its result type and origin, ms per step."""
+    table = Table(title=title)
+    for col in ("operation", "result and origin", "ms per step"):
+        table.add_column(col, justify="right" if col == "ms per step" else "left")
+    for row in rows:
+        table.add_row(row["op"], row["what"], f"{row['ms']:.2f}")
+    console.print(table)
+
+
 def _bench_conv(args: argparse.Namespace, results: dict) -> dict:
     """The conv network's step (`fnbackprop.bench_conv`): a table, the profile, the targets; `results` with "conv" added."""
     from .bench_conv import conv_targets, run_conv_benchmark
@@ -547,6 +557,7 @@ def _bench_conv(args: argparse.Namespace, results: dict) -> dict:
         for row in r["profile"]:
             pt.add_row(row["layer"], f"{row['forward_ms']:.3f}", f"{row['backward_ms']:.3f}")
         console.print(pt)
+        _print_op_profile(f"hand im2col: the scanned step's costliest compiled operations, batch {r['batch']}", r["op_profile"])
     _print_targets("targets (issue 14)", conv_targets(conv))
     return {**results, "conv": conv}
 
@@ -567,12 +578,7 @@ def _bench_gpt(args: argparse.Namespace, results: dict) -> dict:
     console.print(table)
     for r in gpt:
         for name, rows in r["profile"].items():
-            pt = Table(title=f"{name}: the step's costliest compiled operations, {r['size']}")
-            for col in ("operation", "result and origin", "ms per step"):
-                pt.add_column(col, justify="right" if col == "ms per step" else "left")
-            for row in rows:
-                pt.add_row(row["op"], row["what"], f"{row['ms']:.2f}")
-            console.print(pt)
+            _print_op_profile(f"{name}: the step's costliest compiled operations, {r['size']}", rows)
     _print_targets("targets (issue 15)", gpt_targets(gpt))
     return {**results, "gpt": gpt}
 
