@@ -20,8 +20,8 @@ one configuration; `--first-seed S` with `--seeds N` trains seeds S..S+N-1.
 Each finished network is written at once to results/ch6_beyond-runs/NAME-seedS.json (with its class
 for every test image), so a run cut short keeps what it finished; while a network trains, its epochs
 so far are in NAME-seedS.partial.json (drawn dashed in the figure), and the network itself after
-each epoch in NAME-seedS.checkpoint/, from which the next run of that network continues (so a run cut
-short by the end of a session loses at most one epoch). `--figure-only` trains nothing and
+each epoch in NAME-seedS.checkpoint/ (not committed), from which the next run of that network on the
+same machine continues (so a run cut short loses at most one epoch; a fresh clone starts it over). `--figure-only` trains nothing and
 redraws the figure from the saved files. `--only ensemble` trains only the
 dropout networks of seeds 0-4 not already there, one at a time, and votes once all five are: the
 ensemble can be built over several sessions. The summary and the figure go to
