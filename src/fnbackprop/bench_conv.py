@@ -117,13 +117,12 @@ def measure_conv(batch: int, rounds: int) -> dict:
     nets = {impl: nielsen_conv_net(impl) for impl in ("im2col", "xla")}
     params = nets["im2col"].init(jax.random.PRNGKey(0))
     contenders: dict[str, Callable[[], Any]] = {}
-    hlo: dict[str, str] = {}
     for impl, net in nets.items():
         for source, label in (("hand", "hand"), ("autodiff", "jax.grad")):
             run = jax_steps(net, source)
             jax.block_until_ready(run(params, xs, ys))  # compile
             contenders[f"{label} {impl}"] = lambda run=run: run(params, xs, ys)
-            hlo[f"{label} {impl}"] = run.lower(params, xs, ys).compile().as_text()
+    hand_hlo = jax_steps(nets["im2col"], "hand").lower(params, xs, ys).compile().as_text()  # names the profiled operations
     for channels_last in (False, True):
         run = torch_steps(batch, channels_last)
         if run is not None:
@@ -142,7 +141,7 @@ def measure_conv(batch: int, rounds: int) -> dict:
     return {"batch": batch, "steps_per_call": STEPS, "rounds": rounds, "ms_per_step": per_step,
             "seconds_per_epoch_50k": {n: v["median"] * 50_000 / batch / 1e3 for n, v in per_step.items()},
             "ratios": ratios, "profile": layer_profile(nets["im2col"], params, batch),
-            "op_profile": op_profile(contenders["hand im2col"], hlo["hand im2col"], per=STEPS, top=15)}
+            "op_profile": op_profile(contenders["hand im2col"], hand_hlo, per=STEPS, top=15)}
 
 
 def conv_targets(results: list[dict]) -> list[tuple[str, bool, str]]:

@@ -81,10 +81,29 @@ def _unpad(x: Array, pads: tuple, size: tuple[int, int]) -> Array:
 
 
 # ----- im2col and col2im -------------------------------------------------------------------------------
+def shifted(x: Array, at: dict[int, tuple[int, int, int]]) -> Array:
+    """Entry `offset` of `count` windows along each axis in `at` = {axis: (offset, stride, count)}: x at
+    offset, offset + s, ..., offset + s (count - 1) there. One strided slice, whichever the axes."""
+    start, limit, strides = [0] * x.ndim, list(x.shape), [1] * x.ndim
+    for axis, (offset, stride, count) in at.items():
+        start[axis], limit[axis], strides[axis] = offset, offset + stride * (count - 1) + 1, stride
+    return jax.lax.slice(x, start, limit, strides)
+
+
+def placed(a: Array, at: dict[int, tuple[int, int, int]]) -> Array:
+    """The adjoint of `shifted`, at = {axis: (offset, stride, size)}: a's entries put at offset + s k
+    along each axis, now `size` long, zeros elsewhere. A pad (interior padding s - 1), which XLA fuses
+    with a sum of such placements."""
+    config = [(0, 0, 0)] * a.ndim
+    for axis, (offset, stride, size) in at.items():
+        config[axis] = (offset, size - offset - stride * (a.shape[axis] - 1) - 1, stride - 1)
+    return jax.lax.pad(a, jnp.zeros((), a.dtype), config)
+
+
 def window_slices(xpad: Array, window: tuple[int, int], stride: tuple[int, int], out: tuple[int, ...]) -> list[Array]:
     """The kh kw entries of every window, row-major in (i, j): entry (i, j) is xpad[:, s p + i, s q + j, :], (m, P, Q, C)."""
     (kh, kw), (sh, sw), (P, Q) = window, stride, out
-    return [xpad[:, i:i + sh * (P - 1) + 1:sh, j:j + sw * (Q - 1) + 1:sw, :] for i in range(kh) for j in range(kw)]
+    return [shifted(xpad, {1: (i, sh, P), 2: (j, sw, Q)}) for i in range(kh) for j in range(kw)]
 
 
 def tile_view(x: Array, window: tuple[int, int], out: tuple[int, ...]) -> Array:
@@ -97,9 +116,7 @@ def untile(tiles: Array, padded: tuple[int, ...]) -> Array:
     """The adjoint of `tile_view`: (m, P, kh, Q, kw, C) back to (m, P kh, Q kw, C), then zeros for the rows
     and columns of the (padded) input that no window saw."""
     m, P, kh, Q, kw, C = tiles.shape
-    zero = jnp.zeros((), tiles.dtype)
-    return jax.lax.pad(tiles.reshape(m, P * kh, Q * kw, C), zero,
-                       ((0, 0, 0), (0, padded[0] - P * kh, 0), (0, padded[1] - Q * kw, 0), (0, 0, 0)))
+    return placed(tiles.reshape(m, P * kh, Q * kw, C), {1: (0, 1, padded[0]), 2: (0, 1, padded[1])})
 
 
 def patches(xpad: Array, window: tuple[int, int], stride: tuple[int, int], out: tuple[int, ...],
@@ -115,10 +132,9 @@ def patches(xpad: Array, window: tuple[int, int], stride: tuple[int, int], out: 
     (kh, kw), (sh, sw), (P, Q) = window, stride, out
     if tuple(window) == tuple(stride) and not windows_first:  # windows that tile the input: a reshape, no copies by slicing
         return tile_view(xpad, window, out).transpose(0, 1, 3, 2, 4, 5)
-    axis = 0 if windows_first else 3  # where the window axes go
-    rows = jnp.stack([xpad[:, i:i + sh * (P - 1) + 1:sh] for i in range(kh)], axis=axis)
-    column = (lambda j: rows[:, :, :, j:j + sw * (Q - 1) + 1:sw]) if windows_first else (lambda j: rows[:, :, j:j + sw * (Q - 1) + 1:sw])
-    return jnp.stack([column(j) for j in range(kw)], axis=axis + 1)
+    window_axis, width_axis = (0, 3) if windows_first else (3, 2)  # in rows: (kh, m, P, Wpad, C) or (m, P, Wpad, kh, C)
+    rows = jnp.stack([shifted(xpad, {1: (i, sh, P)}) for i in range(kh)], axis=window_axis)
+    return jnp.stack([shifted(rows, {width_axis: (j, sw, Q)}) for j in range(kw)], axis=window_axis + 1)
 
 
 def col2im(dpatches: Array, padded: tuple[int, ...], stride: tuple[int, int]) -> Array:
@@ -127,23 +143,18 @@ def col2im(dpatches: Array, padded: tuple[int, ...], stride: tuple[int, int]) ->
 
     The adjoint of each of `patches`' two passes in reverse order: for each i the kw column slices are
     placed in their columns and summed, (m, P, Wpad, C); then the kh row slices in their rows. Each
-    slice is placed by a pad (interior padding s - 1 between its rows or columns), not scattered: XLA
-    fuses the pads and the sum, where a strided scatter-add is several times slower. Two passes of kw
-    and kh terms took two thirds of the time of one pass of kh kw terms (conv 2 of Nielsen's network)."""
+    slice is placed by a pad (`placed`, the adjoint of `shifted`), not scattered: XLA fuses the pads and
+    the sum, where a strided scatter-add is several times slower. Two passes of kw and kh terms took two
+    thirds of the time of one pass of kh kw terms (conv 2 of Nielsen's network)."""
     m, P, Q, kh, kw, C = dpatches.shape
     (sh, sw) = stride
-    zero = jnp.zeros((), dpatches.dtype)
     if (kh, kw) == (sh, sw):  # tiling windows: the reshape back, and zeros for the rows and columns no window saw
         return untile(dpatches.transpose(0, 1, 3, 2, 4, 5), padded)
-
-    def place_columns(i: int) -> Array:  # sum_j of dpatches[:, :, :, i, j] put in columns s q + j: (m, P, Wpad, C)
-        return functools.reduce(jnp.add, [jax.lax.pad(dpatches[:, :, :, i, j, :], zero, ((0, 0, 0), (0, 0, 0), (j, padded[1] - j - sw * (Q - 1) - 1, sw - 1), (0, 0, 0)))
-                                          for j in range(kw)])
-
+    rows = jnp.stack([functools.reduce(jnp.add, [placed(dpatches[:, :, :, i, j], {2: (j, sw, padded[1])}) for j in range(kw)])
+                      for i in range(kh)])  # (kh, m, P, Wpad, C)
     # the barrier keeps the first pass a pass: XLA would fuse it into the second, one pass of kh kw terms again
-    rows = jax.lax.optimization_barrier(jnp.stack([place_columns(i) for i in range(kh)]))
-    return functools.reduce(jnp.add, [jax.lax.pad(rows[i], zero, ((0, 0, 0), (i, padded[0] - i - sh * (P - 1) - 1, sh - 1), (0, 0, 0), (0, 0, 0)))
-                                      for i in range(kh)])
+    rows = jax.lax.optimization_barrier(rows)
+    return functools.reduce(jnp.add, [placed(rows[i], {1: (i, sh, padded[0])}) for i in range(kh)])
 
 
 # ----- conv2d ------------------------------------------------------------------------------------------
