@@ -1,6 +1,6 @@
 """The hand-written GPT on Tiny Shakespeare at nanoGPT's CPU configuration, hand-coded and autodiff gradients.
 
-    python experiments/gpt_shakespeare.py [--seeds 3] [--text PATH] [--quick]
+    python experiments/gpt_shakespeare.py [--seeds 3] [--text PATH] [--quick] [--sources hand,autodiff] [--spread N]
 
 nanoGPT's README (CPU, "I only have a macbook"): 4 layers, 4 heads, 128 wide, context 64, batch 12,
 2,000 iterations, lr 1e-3 decaying to 1e-4, no dropout: validation loss 1.88 in about 3 minutes.
@@ -29,7 +29,12 @@ JAX_SOURCES = {"hand": {"grad_source": "hand"}, "autodiff": {"grad_source": "aut
                           "recompute_norm": True}}
 
 
-def torch_run(config: lm.LMConfig, data: lm.CharData, seed: int, final_batches: int = lm.FINAL_EVAL_BATCHES) -> dict:
+#: the PyTorch twins: GELU's tanh form (ours, GPT-2's) or nanoGPT's exact erf form
+TORCH_SOURCES = {"torch": ("pytorch twin", "tanh"), "torch-erf": ("pytorch twin, erf GELU", "none")}
+
+
+def torch_run(config: lm.LMConfig, data: lm.CharData, seed: int, final_batches: int = lm.FINAL_EVAL_BATCHES,
+              source: str = "torch") -> dict:
     """The benchmark's PyTorch twin (`bench_gpt.torch_gpt`) trained as nanoGPT's train.py trains: batches drawn
     with torch.randint on the host, its get_lr (warm-up (it + 1) / (warmup + 1), then cosine), clipping, an
     evaluation on eval_iters batches of each split every eval_interval iterations, timed with them."""
@@ -39,7 +44,8 @@ def torch_run(config: lm.LMConfig, data: lm.CharData, seed: int, final_batches: 
 
     from fnbackprop.bench_gpt import torch_gpt
 
-    model, opt = torch_gpt(config, data.vocab_size, seed)
+    label, gelu = TORCH_SOURCES[source]
+    model, opt = torch_gpt(config, data.vocab_size, seed, gelu)
     splits = {"train": torch.from_numpy(data.train.astype(np.int64)), "val": torch.from_numpy(data.val.astype(np.int64))}
     gen = torch.Generator().manual_seed(seed)
     B, T = config.batch_size, config.block_size
@@ -77,8 +83,24 @@ def torch_run(config: lm.LMConfig, data: lm.CharData, seed: int, final_batches: 
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         opt.step()
     seconds = time.perf_counter() - start
-    return {"seed": seed, "grad_source": "pytorch twin", "final_val_loss": estimate("val", final_batches), "train_seconds": seconds,
+    return {"seed": seed, "grad_source": label, "final_val_loss": estimate("val", final_batches), "train_seconds": seconds,
             "ms_per_iteration": 1e3 * seconds / config.max_iters, "history": history}
+
+
+def estimate_spread(config: lm.LMConfig, data: lm.CharData, params, n: int) -> dict:
+    """The trained model's validation loss estimated n times on config.eval_iters random batches (nanoGPT's
+    figure is one such estimate) and once on 2,000 batches (the reference)."""
+    model, val = lm.model_of(config, data.vocab_size), jax.numpy.asarray(data.val)
+    small = lm.make_estimate(model, config, config.eval_iters)
+    key = jax.random.PRNGKey(12345)
+    losses = np.array([float(small(params, val, jax.random.fold_in(key, i))) for i in range(n)])
+    reference = float(lm.make_estimate(model, config, 2000)(params, val, jax.random.fold_in(key, n)))
+    out = {"batches": config.eval_iters, "estimates": n, **spread(losses.tolist()), "reference_2000_batches": reference,
+           "share_at_or_below_nanogpt_measured": float(np.mean(losses <= NANOGPT["measured_here_val_loss"]))}
+    print(f"seed 0 hand, {n} estimates on {config.eval_iters} batches: mean {out['mean']:.4f}, std {out['std']:.4f}, "
+          f"{100 * out['share_at_or_below_nanogpt_measured']:.0f}% at or below {NANOGPT['measured_here_val_loss']}; "
+          f"2,000 batches: {reference:.4f}", flush=True)
+    return out
 
 
 def main() -> None:
@@ -89,7 +111,11 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--sources", default="hand,autodiff",
                    help="comma-separated: hand, autodiff, savers (hand with blockwise attention, the chunked head and both "
-                        "recomputations), torch (the PyTorch twin trained as nanoGPT's train.py does; needs torch)")
+                        "recomputations), torch (the PyTorch twin trained as nanoGPT's train.py does; needs torch), "
+                        "torch-erf (the same twin with nanoGPT's exact erf GELU)")
+    p.add_argument("--spread", type=int, default=0, metavar="N",
+                   help="after seed 0's hand run, estimate its validation loss N times on eval_iters (20) batches, "
+                        "as nanoGPT reports it, and once on 2,000: how far a 20-batch figure strays")
     args = p.parse_args()
     started = time.perf_counter()
     data = lm.load_chars(args.text)
@@ -97,11 +123,13 @@ def main() -> None:
     if args.quick:
         base = replace(base, max_iters=100, lr_decay_iters=100, eval_interval=50, warmup_iters=10)
     sources = [x.strip() for x in args.sources.split(",")]
-    if not set(sources) <= {*JAX_SOURCES, "torch"}:
-        p.error(f"--sources: hand, autodiff, savers or torch, got {args.sources!r}")
-    runs, sample = [], None
+    if not set(sources) <= {*JAX_SOURCES, *TORCH_SOURCES}:
+        p.error(f"--sources: {', '.join([*JAX_SOURCES, *TORCH_SOURCES])}, got {args.sources!r}")
+    if args.spread and "hand" not in sources:
+        p.error("--spread measures seed 0's hand run: give --sources with hand")
+    runs, sample, eval_spread = [], None, None
     for seed in range(1 if args.quick else args.seeds):
-        for source in [s for s in sources if s != "torch"]:
+        for source in [s for s in sources if s in JAX_SOURCES]:
             config = replace(base, seed=seed, **JAX_SOURCES[source])
             result = lm.train_lm(config, data)
             runs.append({"seed": seed, "grad_source": source, "final_val_loss": result.final_val_loss,
@@ -112,13 +140,16 @@ def main() -> None:
             if source == "hand" and seed == 0:
                 model = lm.model_of(config, data.vocab_size)
                 sample = data.decode(lm.generate(model, result.params, data.encode("ROMEO:"), 500, jax.random.PRNGKey(0)))
-        if "torch" in sources:
-            runs.append(torch_run(replace(base, seed=seed), data, seed))
-            print(f"seed {seed} pytorch twin: val loss {runs[-1]['final_val_loss']:.4f} (200 batches), "
+                if args.spread:
+                    eval_spread = estimate_spread(config, data, result.params, args.spread)
+        for source in [s for s in sources if s in TORCH_SOURCES]:
+            runs.append(torch_run(replace(base, seed=seed), data, seed, source=source))
+            print(f"seed {seed} {runs[-1]['grad_source']}: val loss {runs[-1]['final_val_loss']:.4f} (200 batches), "
                   f"{runs[-1]['train_seconds']:.1f} s for {base.max_iters} iterations", flush=True)
+    labels = [*JAX_SOURCES, *(label for label, _ in TORCH_SOURCES.values())]
     summary = {source: {"final_val_loss": spread([r["final_val_loss"] for r in runs if r["grad_source"] == source]),
                         "train_seconds": spread([r["train_seconds"] for r in runs if r["grad_source"] == source])}
-               for source in ("hand", "autodiff", "savers", "pytorch twin") if any(r["grad_source"] == source for r in runs)}
+               for source in labels if any(r["grad_source"] == source for r in runs)}
     for source, s in summary.items():
         print(f"{source}: val loss mean {s['final_val_loss']['mean']:.4f} (max {s['final_val_loss']['max']:.4f}); "
               f"training loop {s['train_seconds']['mean']:.1f} s")
@@ -129,12 +160,13 @@ def main() -> None:
                        + ("-quick" if args.quick else ""))
     stem.with_suffix(".json").write_text(json.dumps(
         {"experiment": "gpt_shakespeare", "quick": args.quick, "machine": machine(), "config": asdict(base),
-         "nanogpt": NANOGPT, "summary": summary, "sample_seed0_hand": sample, "runs": runs,
+         "nanogpt": NANOGPT, "summary": summary, "sample_seed0_hand": sample, "eval_spread": eval_spread, "runs": runs,
          "wall_seconds": time.perf_counter() - started}, indent=1))
     fig, ax = plt.subplots(figsize=(8, 5))
     for r in runs:
         its = [h["iteration"] for h in r["history"]]
-        colour, style = {"hand": ("C0", "-"), "autodiff": ("C1", "--"), "savers": ("C3", "-."), "pytorch twin": ("C2", ":")}[r["grad_source"]]
+        colour, style = {"hand": ("C0", "-"), "autodiff": ("C1", "--"), "savers": ("C3", "-."), "pytorch twin": ("C2", ":"),
+                         "pytorch twin, erf GELU": ("C4", ":")}[r["grad_source"]]
         ax.plot(its, [h["val_loss"] for h in r["history"]], color=colour, ls=style, alpha=0.8,
                 label=f"{r['grad_source']} gradients" if r["seed"] == 0 else None)
     ax.axhline(NANOGPT["readme_val_loss"], color="grey", ls=":", label="nanoGPT README (1.88)")

@@ -58,10 +58,10 @@ def jax_steps(config: LMConfig, source: str) -> tuple[Callable, Any]:
     return run, optimizer
 
 
-def torch_gpt(config: LMConfig, vocab_size: int = VOCAB, seed: int = 0) -> tuple[Any, Any] | None:
+def torch_gpt(config: LMConfig, vocab_size: int = VOCAB, seed: int = 0, gelu: str = "tanh") -> tuple[Any, Any] | None:
     """(model, AdamW) in PyTorch eager: nanoGPT's model.py condensed (its init, tied head, attention through
-    `scaled_dot_product_attention`, GELU in the tanh form like ours), or None without PyTorch.
-    model(idx, targets) is the mean cross-entropy."""
+    `scaled_dot_product_attention`, GELU in the tanh form like ours, or with `gelu="none"` the exact erf form
+    of nanoGPT's `nn.GELU()`), or None without PyTorch. model(idx, targets) is the mean cross-entropy."""
     torch = torch_module()
     if torch is None:
         return None
@@ -81,7 +81,7 @@ def torch_gpt(config: LMConfig, vocab_size: int = VOCAB, seed: int = 0) -> tuple
             q, k, v = (a.view(m, T, H, C // H).transpose(1, 2) for a in self.c_attn(self.ln_1(x)).split(C, dim=2))
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).contiguous().view(m, T, C)
             x = x + self.attn_proj(y)
-            return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+            return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate=gelu))
 
     class GPT(nn.Module):
         def __init__(self):

@@ -149,8 +149,8 @@ def model_of(config: LMConfig, vocab_size: int) -> GPT:
 
 
 def make_optimizer(config: LMConfig) -> optax.GradientTransformation:
-    """clip_by_global_norm, then AdamW under linear warm-up (0 to lr over warmup_iters) and cosine decay to
-    min_lr at lr_decay_iters; weight decay only on tensors of 2 or more axes (matrices, embeddings)."""
+    """clip_by_global_norm, then AdamW under nanoGPT's linear warm-up and cosine decay to min_lr at
+    lr_decay_iters (`learning_rate`); weight decay only on tensors of 2 or more axes (matrices, embeddings)."""
     schedule = learning_rate(config)
     decay_mask = lambda params: jax.tree_util.tree_map(lambda a: a.ndim >= 2, params)  # noqa: E731
     return optax.chain(optax.clip_by_global_norm(config.grad_clip),
@@ -158,12 +158,14 @@ def make_optimizer(config: LMConfig) -> optax.GradientTransformation:
 
 
 def learning_rate(config: LMConfig) -> optax.Schedule:
-    """lr it / warmup_iters during the warm-up, then min_lr + (lr - min_lr) (1 + cos(pi r)) / 2 with r going
-    from 0 to 1 at lr_decay_iters (nanoGPT's get_lr), min_lr after."""
+    """nanoGPT's get_lr at update `it` (counted from 0): lr (it + 1) / (warmup_iters + 1) during the warm-up, so
+    that the first update already moves, then min_lr + (lr - min_lr) (1 + cos(pi r)) / 2 with
+    r = (it - warmup_iters) / (lr_decay_iters - warmup_iters) going from 0 to 1, min_lr after."""
     decay = optax.cosine_decay_schedule(config.lr, max(config.lr_decay_iters - config.warmup_iters, 1), alpha=config.min_lr / config.lr)
     if config.warmup_iters == 0:
         return decay
-    return optax.join_schedules([optax.linear_schedule(0.0, config.lr, config.warmup_iters), decay], [config.warmup_iters])
+    first = config.lr / (config.warmup_iters + 1)  # linear in it, reaching lr at it = warmup_iters
+    return optax.join_schedules([optax.linear_schedule(first, config.lr, config.warmup_iters), decay], [config.warmup_iters])
 
 
 # ----- the compiled pieces -----------------------------------------------------------------------------
