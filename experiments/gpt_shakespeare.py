@@ -87,9 +87,33 @@ def torch_run(config: lm.LMConfig, data: lm.CharData, seed: int, final_batches: 
             "ms_per_iteration": 1e3 * seconds / config.max_iters, "history": history}
 
 
-def estimate_spread(config: lm.LMConfig, data: lm.CharData, params, n: int) -> dict:
+STYLES = {"hand": ("C0", "-", "hand-written backward"), "autodiff": ("C1", "--", "jax.grad"),
+          "savers": ("C3", "-.", "hand-written, memory savers"), "pytorch twin": ("C2", ":", "PyTorch twin"),
+          "pytorch twin, erf GELU": ("C4", ":", "PyTorch twin, erf GELU")}
+
+
+def draw(runs: list[dict], path: Path) -> None:
+    """Every run's validation curve (seed 0's labelled), nanoGPT's README figure dotted; the title names
+    the sources drawn."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in runs:
+        colour, style, name = STYLES[r["grad_source"]]
+        ax.plot([h["iteration"] for h in r["history"]], [h["val_loss"] for h in r["history"]], color=colour, ls=style,
+                alpha=0.8, label=name if r["seed"] == 0 else None)
+    ax.axhline(NANOGPT["readme_val_loss"], color="grey", ls=":", label="nanoGPT README (1.88)")
+    names = " vs ".join(dict.fromkeys(STYLES[r["grad_source"]][2] for r in runs))
+    ax.set(xlabel="iteration", ylabel="validation loss (20 batches)", ylim=(1.5, 4.5),
+           title=f"GPT on Tiny Shakespeare, nanoGPT's CPU configuration\n{names}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def estimate_spread(config: lm.LMConfig, data: lm.CharData, params, n: int, stem: Path) -> dict:
     """The trained model's validation loss estimated n times on config.eval_iters random batches (nanoGPT's
-    figure is one such estimate) and once on 2,000 batches (the reference)."""
+    figure is one such estimate) and once on 2,000 batches (the reference). The estimates and their
+    histogram go to STEM-spread.{json,png}; the summary is returned."""
     model, val = lm.model_of(config, data.vocab_size), jax.numpy.asarray(data.val)
     small = lm.make_estimate(model, config, config.eval_iters)
     key = jax.random.PRNGKey(12345)
@@ -97,6 +121,20 @@ def estimate_spread(config: lm.LMConfig, data: lm.CharData, params, n: int) -> d
     reference = float(lm.make_estimate(model, config, 2000)(params, val, jax.random.fold_in(key, n)))
     out = {"batches": config.eval_iters, "estimates": n, **spread(losses.tolist()), "reference_2000_batches": reference,
            "share_at_or_below_nanogpt_measured": float(np.mean(losses <= NANOGPT["measured_here_val_loss"]))}
+    path = stem.with_name(stem.name + "-spread")
+    path.with_suffix(".json").write_text(json.dumps({**out, "values": losses.tolist()}, indent=1))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist(losses, bins=30, color="C0", alpha=0.7, label=f"{n} estimates on {config.eval_iters} batches each")
+    ax.axvline(reference, color="C0", label=f"the same model on 2,000 batches ({reference:.4f})")
+    ax.axvline(NANOGPT["measured_here_val_loss"], color="C3", ls="--",
+               label=f"nanoGPT's train.py, one run, {config.eval_iters} batches ({NANOGPT['measured_here_val_loss']})")
+    ax.axvline(1.89, color="grey", ls=":", label="the issue's bar for the mean of 3 seeds (1.89)")
+    ax.set(xlabel="validation loss", ylabel="estimates",
+           title=f"How far a {config.eval_iters}-batch validation estimate strays (seed 0, hand, 2,000 iterations)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".png"), dpi=110)
+    plt.close(fig)
     print(f"seed 0 hand, {n} estimates on {config.eval_iters} batches: mean {out['mean']:.4f}, std {out['std']:.4f}, "
           f"{100 * out['share_at_or_below_nanogpt_measured']:.0f}% at or below {NANOGPT['measured_here_val_loss']}; "
           f"2,000 batches: {reference:.4f}", flush=True)
@@ -116,7 +154,12 @@ def main() -> None:
     p.add_argument("--spread", type=int, default=0, metavar="N",
                    help="after seed 0's hand run, estimate its validation loss N times on eval_iters (20) batches, "
                         "as nanoGPT reports it, and once on 2,000: how far a 20-batch figure strays")
+    p.add_argument("--redraw", type=Path, metavar="JSON", help="train nothing: redraw the figure of a saved results file")
     args = p.parse_args()
+    if args.redraw:
+        draw(json.loads(args.redraw.read_text())["runs"], args.redraw.with_suffix(".png"))
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     data = lm.load_chars(args.text)
     base = lm.PRESETS["shakespeare-char-cpu"]
@@ -141,7 +184,7 @@ def main() -> None:
                 model = lm.model_of(config, data.vocab_size)
                 sample = data.decode(lm.generate(model, result.params, data.encode("ROMEO:"), 500, jax.random.PRNGKey(0)))
                 if args.spread:
-                    eval_spread = estimate_spread(config, data, result.params, args.spread)
+                    eval_spread = estimate_spread(config, data, result.params, args.spread, args.out / "gpt_shakespeare")
         for source in [s for s in sources if s in TORCH_SOURCES]:
             runs.append(torch_run(replace(base, seed=seed), data, seed, source=source))
             print(f"seed {seed} {runs[-1]['grad_source']}: val loss {runs[-1]['final_val_loss']:.4f} (200 batches), "
@@ -155,26 +198,13 @@ def main() -> None:
               f"training loop {s['train_seconds']['mean']:.1f} s")
     if sample:
         print(sample)
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / ("gpt_shakespeare" + ("" if sources == ["hand", "autodiff"] else "-" + "-".join(sources))
                        + ("-quick" if args.quick else ""))
     stem.with_suffix(".json").write_text(json.dumps(
         {"experiment": "gpt_shakespeare", "quick": args.quick, "machine": machine(), "config": asdict(base),
          "nanogpt": NANOGPT, "summary": summary, "sample_seed0_hand": sample, "eval_spread": eval_spread, "runs": runs,
          "wall_seconds": time.perf_counter() - started}, indent=1))
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for r in runs:
-        its = [h["iteration"] for h in r["history"]]
-        colour, style = {"hand": ("C0", "-"), "autodiff": ("C1", "--"), "savers": ("C3", "-."), "pytorch twin": ("C2", ":"),
-                         "pytorch twin, erf GELU": ("C4", ":")}[r["grad_source"]]
-        ax.plot(its, [h["val_loss"] for h in r["history"]], color=colour, ls=style, alpha=0.8,
-                label=f"{r['grad_source']} gradients" if r["seed"] == 0 else None)
-    ax.axhline(NANOGPT["readme_val_loss"], color="grey", ls=":", label="nanoGPT README (1.88)")
-    ax.set(xlabel="iteration", ylabel="validation loss (20 batches)", ylim=(1.5, 4.5),
-           title="GPT on Tiny Shakespeare, nanoGPT's CPU configuration: hand-written backward vs jax.grad")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(stem.with_suffix(".png"), dpi=110)
+    draw(runs, stem.with_suffix(".png"))
     print(f"wrote {stem.with_suffix('.json')} and .png")
 
 
