@@ -106,9 +106,9 @@ def figure(args, names: list[str], n_epochs: dict[str, int]):
     published figures dotted."""
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, name in enumerate(names):
-        for run in saved(args, name, n_epochs[name]).values():
-            ax.plot(np.arange(1, len(run["curves"]["test"]) + 1), run["curves"]["test"], color=f"C{i}",
-                    label=f"{name} seed {run['seed']}")
+        for k, run in enumerate(saved(args, name, n_epochs[name]).values()):  # one marker per seed
+            ax.plot(np.arange(1, len(run["curves"]["test"]) + 1), run["curves"]["test"], color=f"C{i}", lw=1,
+                    marker="os^Dv"[k % 5], markersize=3, label=f"{name} seed {run['seed']}")
         for run in saved(args, name, n_epochs[name], partial=True).values():
             test = [100 * h["test_accuracy"] for h in run["epochs_done"]]
             ax.plot(np.arange(1, len(test) + 1), test, color=f"C{i}", ls="--",
