@@ -36,9 +36,8 @@ TORCH_SOURCES = {"torch": ("pytorch twin", "tanh"), "torch-erf": ("pytorch twin,
 def torch_run(config: lm.LMConfig, data: lm.CharData, seed: int, final_batches: int = lm.FINAL_EVAL_BATCHES,
               source: str = "torch") -> dict:
     """The benchmark's PyTorch twin (`bench_gpt.torch_gpt`) trained as nanoGPT's train.py trains: batches drawn
-    with torch.randint on the host, its get_lr (warm-up (it + 1) / (warmup + 1), then cosine), clipping, an
+    with torch.randint on the host, its get_lr (`lm.learning_rate`: warm-up (it + 1) / (warmup + 1), then cosine), clipping, an
     evaluation on eval_iters batches of each split every eval_interval iterations, timed with them."""
-    import math
 
     import torch
 
@@ -55,11 +54,9 @@ def torch_run(config: lm.LMConfig, data: lm.CharData, seed: int, final_batches: 
         ix = torch.randint(len(tokens) - T, (B,), generator=gen)
         return torch.stack([tokens[i:i + T] for i in ix]), torch.stack([tokens[i + 1:i + 1 + T] for i in ix])
 
-    def get_lr(it):
-        if it < config.warmup_iters:
-            return config.lr * (it + 1) / (config.warmup_iters + 1)
-        ratio = (it - config.warmup_iters) / (config.lr_decay_iters - config.warmup_iters)
-        return config.min_lr + 0.5 * (1 + math.cos(math.pi * min(ratio, 1))) * (config.lr - config.min_lr)
+    # nanoGPT's get_lr is now exactly ours (`lm.learning_rate`, held to get_lr's formula by its test):
+    # one table, computed before the clock starts
+    lr_table = np.asarray(jax.vmap(lm.learning_rate(config))(np.arange(config.max_iters)), np.float64)
 
     @torch.no_grad()
     def estimate(split, n):
@@ -76,7 +73,7 @@ def torch_run(config: lm.LMConfig, data: lm.CharData, seed: int, final_batches: 
         if it == config.max_iters:
             break
         for group in opt.param_groups:
-            group["lr"] = get_lr(it)
+            group["lr"] = float(lr_table[it])
         loss = model(*get_batch("train"))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -130,7 +127,7 @@ def estimate_spread(config: lm.LMConfig, data: lm.CharData, params, n: int, stem
                label=f"nanoGPT's train.py, one run, {config.eval_iters} batches ({NANOGPT['measured_here_val_loss']})")
     ax.axvline(1.89, color="grey", ls=":", label="the issue's bar for the mean of 3 seeds (1.89)")
     ax.set(xlabel="validation loss", ylabel="estimates",
-           title=f"How far a {config.eval_iters}-batch validation estimate strays (seed 0, hand, 2,000 iterations)")
+           title=f"How far a {config.eval_iters}-batch validation estimate strays (seed 0, hand, {config.max_iters:,} iterations)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path.with_suffix(".png"), dpi=110)
@@ -184,7 +181,8 @@ def main() -> None:
                 model = lm.model_of(config, data.vocab_size)
                 sample = data.decode(lm.generate(model, result.params, data.encode("ROMEO:"), 500, jax.random.PRNGKey(0)))
                 if args.spread:
-                    eval_spread = estimate_spread(config, data, result.params, args.spread, args.out / "gpt_shakespeare")
+                    eval_spread = estimate_spread(config, data, result.params, args.spread,
+                                                  args.out / ("gpt_shakespeare" + ("-quick" if args.quick else "")))
         for source in [s for s in sources if s in TORCH_SOURCES]:
             runs.append(torch_run(replace(base, seed=seed), data, seed, source=source))
             print(f"seed {seed} {runs[-1]['grad_source']}: val loss {runs[-1]['final_val_loss']:.4f} (200 batches), "
