@@ -101,9 +101,10 @@ def save_finished(args, run: dict) -> None:
     run_file(args, run, partial=True).unlink(missing_ok=True)
 
 
-def figure(args, names: list[str], n_epochs: dict[str, int]):
+def figure(args, names: list[str], n_epochs: dict[str, int], vote: dict | None = None):
     """Test accuracy per epoch of every saved network (solid) and every one cut short (dashed), the
-    published figures dotted."""
+    published figures dotted; with `vote` (the summary's ensemble or ensemble so far) the ensemble's
+    accuracy as a black line and its published figure dotted in black."""
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, name in enumerate(names):
         for k, run in enumerate(saved(args, name, n_epochs[name]).values()):  # one marker per seed
@@ -114,6 +115,10 @@ def figure(args, names: list[str], n_epochs: dict[str, int]):
             ax.plot(np.arange(1, len(test) + 1), test, color=f"C{i}", ls="--",
                     label=f"{name} seed {run['seed']} ({len(test)} of {run['epochs']} epochs, cut short)")
         ax.axhline(CONFIGS[name][4], color=f"C{i}", ls=":", lw=1, label=f"{name}, published {CONFIGS[name][4]}%")
+    if vote is not None:
+        ax.axhline(vote["test_accuracy"], color="k", lw=1.5,
+                   label=f"majority vote of {vote['networks']} (after epoch {n_epochs['dropout']}): {vote['test_accuracy']:.2f}%")
+        ax.axhline(vote["published"], color="k", ls=":", lw=1, label=f"ensemble of five, published {vote['published']}%")
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Nielsen ch. 6 on the expanded data")
     ax.legend(fontsize=8)
     return fig
@@ -175,14 +180,15 @@ def main() -> None:
             print(f"ensemble: {len(members)} of {ENSEMBLE} networks saved; run again to train the rest")
     for r in done:
         r.pop("test_predictions", None)
+    vote = summary.get("ensemble", summary.get("ensemble_so_far"))
     name = "ch6_beyond" + ("" if args.only is None else f"-{args.only}") + ("" if args.epochs is None else f"-{args.epochs}epochs")
     if args.figure_only:  # the summary is redone; the JSON keeps the wall time of the run that trained
         path = result_stem(args, name).with_suffix(".json")
         if path.exists():
             path.write_text(json.dumps({**json.loads(path.read_text()), "runs": done, "summary": summary}, indent=1))
-        save_figure(args, name, figure(args, names, n_epochs))
+        save_figure(args, name, figure(args, names, n_epochs, vote))
     else:
-        save(args, name, {"runs": done, "summary": summary}, figure(args, names, n_epochs))
+        save(args, name, {"runs": done, "summary": summary}, figure(args, names, n_epochs, vote))
 
 
 if __name__ == "__main__":
