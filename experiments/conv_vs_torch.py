@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from _common import parser, save
-from fnbackprop.bench import interleaved, summary
-from fnbackprop.bench_conv import STEPS, batches, jax_steps, nielsen_conv_net, per_round_ratio, torch_steps
+from fnbackprop.bench import interleaved, per_round_ratio, summary
+from fnbackprop.bench_conv import STEPS, batches, jax_steps, nielsen_conv_net, torch_steps
 
 
 def main() -> None:
@@ -31,8 +31,8 @@ def main() -> None:
     args = p.parse_args()
     if args.batch < 1 or args.rounds < 3:
         p.error("--batch must be positive and --rounds at least 3")
-    hand = jax_steps(nielsen_conv_net("im2col"), "hand")
-    params = nielsen_conv_net("im2col").init(jax.random.PRNGKey(0))
+    net = nielsen_conv_net("im2col")
+    hand, params = jax_steps(net, "hand"), net.init(jax.random.PRNGKey(0))
     xs, ys = (jnp.asarray(a) for a in batches(args.batch))
     jax.block_until_ready(hand(params, xs, ys))  # compile
     torch = torch_steps(args.batch, channels_last=True)
@@ -42,15 +42,15 @@ def main() -> None:
     rounds = 3 if args.quick else args.rounds
     times = interleaved({"hand im2col": lambda: jax.block_until_ready(hand(params, xs, ys)),
                          "torch eager channels-last": torch}, rounds)
+    ratios = np.asarray(times["torch eager channels-last"]) / np.asarray(times["hand im2col"])  # > 1: hand faster
     ratio = per_round_ratio(times["torch eager channels-last"], times["hand im2col"])
-    wins = int(sum(t > h for t, h in zip(times["torch eager channels-last"], times["hand im2col"])))
+    wins = int(np.sum(ratios > 1))
     ms = {name: {k: v / STEPS * 1e3 for k, v in summary(t).items() if k != "n"} for name, t in times.items()}
     print(f"batch {args.batch}, {rounds} rounds: hand {ms['hand im2col']['median']:.2f} ms, PyTorch channels-last "
           f"{ms['torch eager channels-last']['median']:.2f} ms per step; PyTorch / hand round by round: median "
           f"{ratio['median']:.3f} (quartiles {ratio['q1']:.3f}-{ratio['q3']:.3f}); hand faster in {wins} of {rounds} rounds")
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ratios = np.asarray(times["torch eager channels-last"]) / np.asarray(times["hand im2col"])
     ax.hist(ratios, bins=20, color="C0")
     ax.axvline(1, color="k", ls=":", lw=1, label="level")
     ax.axvline(ratio["median"], color="C1", lw=1.5, label=f"median {ratio['median']:.3f}")

@@ -19,7 +19,7 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from _common import machine, spread
+from _common import machine, result_stem, spread
 from fnbackprop import lm
 
 NANOGPT = {"readme_val_loss": 1.88, "measured_here_val_loss": 1.8857, "measured_here_seconds": 210}
@@ -181,8 +181,7 @@ def main() -> None:
                 model = lm.model_of(config, data.vocab_size)
                 sample = data.decode(lm.generate(model, result.params, data.encode("ROMEO:"), 500, jax.random.PRNGKey(0)))
                 if args.spread:
-                    eval_spread = estimate_spread(config, data, result.params, args.spread,
-                                                  args.out / ("gpt_shakespeare" + ("-quick" if args.quick else "")))
+                    eval_spread = estimate_spread(config, data, result.params, args.spread, result_stem(args, "gpt_shakespeare"))
         for source in [s for s in sources if s in TORCH_SOURCES]:
             runs.append(torch_run(replace(base, seed=seed), data, seed, source=source))
             print(f"seed {seed} {runs[-1]['grad_source']}: val loss {runs[-1]['final_val_loss']:.4f} (200 batches), "
@@ -196,8 +195,7 @@ def main() -> None:
               f"training loop {s['train_seconds']['mean']:.1f} s")
     if sample:
         print(sample)
-    stem = args.out / ("gpt_shakespeare" + ("" if sources == ["hand", "autodiff"] else "-" + "-".join(sources))
-                       + ("-quick" if args.quick else ""))
+    stem = result_stem(args, "gpt_shakespeare" + ("" if sources == ["hand", "autodiff"] else "-" + "-".join(sources)))
     stem.with_suffix(".json").write_text(json.dumps(
         {"experiment": "gpt_shakespeare", "quick": args.quick, "machine": machine(), "config": asdict(base),
          "nanogpt": NANOGPT, "summary": summary, "sample_seed0_hand": sample, "eval_spread": eval_spread, "runs": runs,

@@ -122,7 +122,8 @@ def test_conv_targets_are_judged_from_the_measured_medians():
 def test_the_pytorch_target_also_needs_the_median_round_to_be_faster():
     """Medians 2.0 against 2.1 ms say faster; if PyTorch won most rounds (round-by-round ratio under 1)
     the target is not met, and the measured text shows the round-by-round figures."""
-    from fnbackprop.bench_conv import conv_targets, per_round_ratio
+    from fnbackprop.bench import per_round_ratio
+    from fnbackprop.bench_conv import conv_targets
 
     # round by round: 1.1/1.0, 0.9/1.0, 1.8/2.0, 3.0/2.0 -> 1.1, 0.9, 0.9, 1.5: median 1.0 (not > 1)
     assert per_round_ratio([1.1, 0.9, 1.8, 3.0], [1.0, 1.0, 2.0, 2.0])["median"] == pytest.approx(1.0)

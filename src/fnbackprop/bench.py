@@ -112,6 +112,13 @@ def summary(seconds: list[float]) -> dict[str, float]:
             "max": float(max(seconds)), "n": len(seconds)}
 
 
+def per_round_ratio(numerator: list[float], denominator: list[float]) -> dict[str, float]:
+    """The ratio of two contenders' times taken round by round (`interleaved` times them in the same round,
+    so both saw the same machine), summarised as `summary` does. Steadier than a ratio of medians when
+    the machine's speed drifts during the run."""
+    return summary([a / b for a, b in zip(numerator, denominator)])
+
+
 def describe_ops(hlo_text: str) -> dict[str, str]:
     """Each compiled operation's result type and the JAX operation it came from (its metadata's op_name)."""
     described = {}
@@ -396,18 +403,17 @@ def measure_config(config: Config, rounds: int, torch_compile: bool, device: str
     # run between them (numpy's BLAS and torch's OpenMP threads spin after a call and slowed whichever
     # contender came next); then every implementation together, for the comparison across libraries
     jax_only = interleaved({name: contenders[name] for name in ("jax hand", "jax autodiff")}, 2 * rounds)
-    ratios = [h / a for h, a in zip(jax_only["jax hand"], jax_only["jax autodiff"])]
     per_call = {**interleaved({k: v for k, v in contenders.items() if not k.startswith("jax")}, rounds), **jax_only}
     per_step = {name: [s / steps[name] for s in seconds] for name, seconds in per_call.items()}
     result = {"config": asdict(config), "matmul_flops_per_step": config.matmul_flops, "xla_step": xla,
               "steps_per_call": steps,  # fractional: the per-example baseline ran part of each batch
               "compile_seconds": compile_seconds, "peak_bytes": memory, "per_step_seconds": {},
-              "hand_over_autodiff": summary(ratios)}
+              "hand_over_autodiff": per_round_ratio(jax_only["jax hand"], jax_only["jax autodiff"])}
     for name, seconds in per_step.items():
         med = float(np.median(seconds))
         result["per_step_seconds"][name] = {**summary(seconds), "gflops": config.matmul_flops / med / 1e9}
     if "torch eager" in per_step:
-        result["hand_over_torch_eager"] = summary([h / t for h, t in zip(per_step["jax hand"], per_step["torch eager"])])
+        result["hand_over_torch_eager"] = per_round_ratio(per_step["jax hand"], per_step["torch eager"])
     return result
 
 
@@ -472,7 +478,7 @@ def measure_nielsen_epoch(rounds: int, data_path: str | None, fraction: float = 
     epochs = {name: summary([s * scale[name] for s in times]) for name, times in seconds.items()}
     return {"data": source, "batch": config.batch, "examples": n, "extrapolated_from_examples": part if part < n else None,
             "seconds_per_epoch": epochs,
-            "hand_over_autodiff": summary([h / a for h, a in zip(seconds["jax hand"], seconds["jax autodiff"])])}
+            "hand_over_autodiff": per_round_ratio(seconds["jax hand"], seconds["jax autodiff"])}
 
 
 # ----- the whole benchmark ------------------------------------------------------------------------

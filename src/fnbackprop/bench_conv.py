@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .bench import interleaved, op_profile, summary, torch_module
+from .bench import interleaved, op_profile, per_round_ratio, summary, torch_module
 from .layers import activation, conv2d, dense, flatten, forward_with_key, max_pool, reshape
 from .layers.protocol import Layer
 from .network import Network, network
@@ -146,13 +146,6 @@ def measure_conv(batch: int, rounds: int) -> dict:
             "seconds_per_epoch_50k": {n: v["median"] * 50_000 / batch / 1e3 for n, v in per_step.items()},
             "ratios": ratios, "profile": layer_profile(nets["im2col"], params, batch),
             "op_profile": op_profile(contenders["hand im2col"], hand_hlo, per=STEPS, top=15)}
-
-
-def per_round_ratio(numerator: list[float], denominator: list[float]) -> dict[str, float]:
-    """The ratio of two contenders' times taken round by round (`interleaved` times them in the same round,
-    so both saw the same machine), summarised: median, quartiles, extremes. Steadier than a ratio of
-    medians when the machine's speed drifts during the run."""
-    return summary([a / b for a, b in zip(numerator, denominator)])
 
 
 def conv_targets(results: list[dict]) -> list[tuple[str, bool, str]]:
