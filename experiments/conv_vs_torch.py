@@ -4,23 +4,27 @@
     taskset -c 0 python experiments/conv_vs_torch.py --cores-label 1core   # the same, pinned to one core
 
 `fnbackprop bench --conv-only` times six contenders, so its rounds are few (about 30 s each at batch
-64). This times only the two that decide "faster than PyTorch eager": the engine's hand-coded im2col
-step of Nielsen's two-conv-pool network (100 SGD steps scanned per call) and PyTorch eager in its
-faster format (channels-last, 100 steps in a Python loop), interleaved with the benchmark's own
-`interleaved`, many rounds. Each round's ratio PyTorch / hand compares the two on the same
-machine at the same moment, so the machine's drift cancels. Reported: both medians, the ratio's
-median and quartiles, and the number of rounds the hand step won. Writes
-results/conv_vs_torch-bBATCH[-LABEL].{json,png} (the histogram of the per-round ratios).
+64). This times only those that decide "faster than PyTorch eager", interleaved with the benchmark's
+own `interleaved`, many rounds: the engine's hand-coded im2col step of Nielsen's two-conv-pool
+network (100 SGD steps scanned per call) as the benchmark runs it, data-parallel with one CPU device
+per core (`bench_conv.core_mesh`); the same step on one device, the whole batch, XLA splitting each
+operation over the cores; and PyTorch eager in its faster format (channels-last, 100 steps in a
+Python loop). Each round's ratio PyTorch / hand compares them on the same machine at the same
+moment, so the machine's drift cancels. Reported: the medians, the ratios' medians and quartiles,
+and the rounds each hand step won. Writes results/conv_vs_torch-bBATCH[-LABEL].{json,png}: each
+round's time (the machine's slow spells show as steps) and the histogram of the per-round ratios.
 """
 
 import jax
-import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
 from _common import parser, save
 from fnbackprop.bench import interleaved, per_round_ratio, summary
-from fnbackprop.bench_conv import STEPS, batches, jax_steps, nielsen_conv_net, torch_steps
+from fnbackprop.bench_conv import (STEPS, batches, core_mesh, jax_steps, nielsen_conv_net, one_device_per_core,
+                                   place_on, torch_steps)
+
+TORCH = "torch eager channels-last"
 
 
 def main() -> None:
@@ -31,37 +35,49 @@ def main() -> None:
     args = p.parse_args()
     if args.batch < 1 or args.rounds < 3:
         p.error("--batch must be positive and --rounds at least 3")
+    one_device_per_core()
+    mesh = core_mesh()  # None under taskset -c 0: one device
     net = nielsen_conv_net("im2col")
-    hand, params = jax_steps(net, "hand"), net.init(jax.random.PRNGKey(0))
-    xs, ys = (jnp.asarray(a) for a in batches(args.batch))
-    jax.block_until_ready(hand(params, xs, ys))  # compile
+    whole = net.init(jax.random.PRNGKey(0)), *batches(args.batch)
     torch = torch_steps(args.batch, channels_last=True)
     if torch is None:
         p.error("PyTorch is not installed: pip install -e '.[torch]'")
     torch()  # warm up
+    contenders = {}
+    for label, where in ((f"hand, split over {mesh.devices.size} devices" if mesh else "", mesh), ("hand, one device", None)):
+        if label:
+            step, placed = jax_steps(net, "hand", where), place_on(where, *whole)
+            jax.block_until_ready(step(*placed))  # compile
+            contenders[label] = lambda step=step, placed=placed: jax.block_until_ready(step(*placed))
+    contenders[TORCH] = torch
     rounds = 3 if args.quick else args.rounds
-    times = interleaved({"hand im2col": lambda: jax.block_until_ready(hand(params, xs, ys)),
-                         "torch eager channels-last": torch}, rounds)
-    ratios = np.asarray(times["torch eager channels-last"]) / np.asarray(times["hand im2col"])  # > 1: hand faster
-    ratio = per_round_ratio(times["torch eager channels-last"], times["hand im2col"])
-    wins = int(np.sum(ratios > 1))
+    times = interleaved(contenders, rounds)
     ms = {name: {k: v / STEPS * 1e3 for k, v in summary(t).items() if k != "n"} for name, t in times.items()}
-    print(f"batch {args.batch}, {rounds} rounds: hand {ms['hand im2col']['median']:.2f} ms, PyTorch channels-last "
-          f"{ms['torch eager channels-last']['median']:.2f} ms per step; PyTorch / hand round by round: median "
-          f"{ratio['median']:.3f} (quartiles {ratio['q1']:.3f}-{ratio['q3']:.3f}); hand faster in {wins} of {rounds} rounds")
+    hands = [name for name in contenders if name != TORCH]
+    by_round = {name: np.asarray(times[TORCH]) / np.asarray(times[name]) for name in hands}  # > 1: hand faster
+    ratios = {name: per_round_ratio(times[TORCH], times[name]) for name in hands}
+    wins = {name: int(np.sum(r > 1)) for name, r in by_round.items()}
+    for name in hands:
+        print(f"batch {args.batch}, {rounds} rounds: {name} {ms[name]['median']:.2f} ms, PyTorch channels-last "
+              f"{ms[TORCH]['median']:.2f} ms per step; PyTorch / hand round by round: median {ratios[name]['median']:.3f} "
+              f"(quartiles {ratios[name]['q1']:.3f}-{ratios[name]['q3']:.3f}); hand faster in {wins[name]} of {rounds} rounds")
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.hist(ratios, bins=20, color="C0")
-    ax.axvline(1, color="k", ls=":", lw=1, label="level")
-    ax.axvline(ratio["median"], color="C1", lw=1.5, label=f"median {ratio['median']:.3f}")
-    ax.set(xlabel="PyTorch eager channels-last / hand im2col, per round (> 1: hand faster)", ylabel="rounds",
-           title=f"conv step, batch {args.batch}: hand faster in {wins} of {rounds} rounds")
-    ax.legend(fontsize=8)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, name in enumerate(contenders):
+        left.plot(np.asarray(times[name]) / STEPS * 1e3, ".-", color=f"C{i}", lw=0.8, ms=3, label=name)
+        if name in by_round:
+            right.hist(by_round[name], bins=30, color=f"C{i}", alpha=0.6, label=f"{name}: faster in {wins[name]} of {rounds}")
+    left.set(xlabel="round", ylabel="ms per step", title=f"conv step, batch {args.batch}, round by round")
+    left.legend(fontsize=8)
+    right.axvline(1, color="k", ls=":", lw=1)
+    right.set(xlabel="PyTorch eager channels-last / hand, per round (> 1: hand faster)", ylabel="rounds",
+              title="PyTorch's time over the hand step's")
+    right.legend(fontsize=8)
+    fig.tight_layout()
     name = f"conv_vs_torch-b{args.batch}" + (f"-{args.cores_label}" if args.cores_label else "")
     save(args, name, {"batch": args.batch, "rounds": rounds, "steps_per_call": STEPS, "ms_per_step": ms,
-                      "torch_over_hand_by_round": ratio, "hand_faster_rounds": wins,
+                      "torch_over_hand_by_round": ratios, "hand_faster_rounds": wins,
                       "seconds": {k: list(v) for k, v in times.items()}}, fig)
-
 
 if __name__ == "__main__":
     main()

@@ -13,6 +13,7 @@ import optax  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 import fnbackprop as fb  # noqa: E402
+from fnbackprop.bench_conv import batches, core_mesh, jax_steps, nielsen_conv_net, place_on  # noqa: E402
 from fnbackprop.data import load_digits  # noqa: E402
 from fnbackprop.numerics import rel_err  # noqa: E402
 from fnbackprop.parallel import make_mesh, shard_map_value_and_grad, sharded_value_and_grad  # noqa: E402
@@ -27,7 +28,8 @@ def main() -> dict:
     x = jax.random.normal(key, (64, 6), jnp.float64)
     y = jnp.arange(64) % 10
     ref_cost, ref = jax.value_and_grad(net.loss)(params, x, y)
-    forms = {"jit_sharded": sharded_value_and_grad(net, mesh), "shard_map": jax.jit(shard_map_value_and_grad(net, mesh))}
+    forms = {"jit_sharded": sharded_value_and_grad(net, mesh), "shard_map": jax.jit(shard_map_value_and_grad(net, mesh)),
+             "shard_map_autodiff": jax.jit(shard_map_value_and_grad(net, mesh, jax.value_and_grad(net.loss)))}
     out = {"devices": len(jax.devices())}
     opt = make_optimizer("momentum", optax.constant_schedule(0.1))
     ref_step = optax.apply_updates(params, opt.update(ref, opt.init(params), params)[0])
@@ -45,10 +47,19 @@ def main() -> dict:
     jax.config.update("jax_enable_x64", False)
     digits = load_digits()
     small = fb.mlp([64, 32, 10], hidden="relu", output="softmax", loss="cross_entropy", init="he")
-    runs = {n: fit(small, digits, optimizer=make_optimizer("momentum", optax.constant_schedule(0.05)), epochs=2,
-                   batch_size=32, key=key, mesh=make_mesh(n)) for n in (1, 8)}
-    out["train_params_rel_err"] = rel_err(runs[1].params, runs[8].params)
-    out["train_accuracy"] = {n: r.history[-1]["test_accuracy"] for n, r in runs.items()}
+    for source in ("hand", "autodiff"):
+        runs = {n: fit(small, digits, optimizer=make_optimizer("momentum", optax.constant_schedule(0.05)), epochs=2,
+                       batch_size=32, key=key, mesh=make_mesh(n), grad_source=source) for n in (1, 8)}
+        out[f"train_{source}_params_rel_err"] = rel_err(runs[1].params, runs[8].params)
+        out[f"train_{source}_accuracy"] = {n: r.history[-1]["test_accuracy"] for n, r in runs.items()}
+    # the conv benchmark's steps split over the mesh: two SGD steps of 8 images, one per device
+    conv = nielsen_conv_net("im2col")
+    whole = conv.init(key), *batches(8, steps=2)
+    moved = {name: jax.tree_util.tree_map(jnp.subtract, jax_steps(conv, source, m)(*place_on(m, *whole)), whole[0])
+             for name, source, m in (("one", "hand", None), ("mesh", "hand", mesh), ("mesh_autodiff", "autodiff", mesh))}
+    out["conv_mesh_update_rel_err"] = rel_err(moved["mesh"], moved["one"])
+    out["conv_mesh_autodiff_update_rel_err"] = rel_err(moved["mesh_autodiff"], moved["one"])
+    out["core_mesh_devices"] = int(core_mesh().devices.size)
     return out
 
 

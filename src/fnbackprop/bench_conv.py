@@ -19,17 +19,20 @@ step's shapes (`layer_profile`).
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from .bench import interleaved, op_profile, per_round_ratio, summary, torch_module
 from .layers import activation, conv2d, dense, flatten, forward_with_key, max_pool, reshape
 from .layers.protocol import Layer
 from .network import Network, network
+from .parallel import make_mesh, replicate, shard_batch, shard_map_value_and_grad
 
 STEPS = 100
 LR = 0.01
@@ -49,18 +52,52 @@ def batches(batch: int, steps: int = STEPS, seed: int = 0) -> tuple[np.ndarray, 
     return rng.random((steps, batch, 784), dtype=np.float32), rng.integers(0, 10, (steps, batch))
 
 
-def jax_steps(net: Network, source: str) -> Callable:
-    """(params, xs, ys) -> params after one SGD step per batch, scanned, compiled."""
-    grad = (lambda p, x, y: net.value_and_grad(p, x, y)[1]) if source == "hand" else jax.grad(net.loss)
+def one_device_per_core() -> int:
+    """Ask JAX for one CPU device per core this process may run on (`jax_num_cpu_devices`), so that
+    `core_mesh` can split each batch across the cores; returns the number of CPU devices. Call it before
+    JAX starts its CPU backend (the first array or `jax.devices()`); after that the count stays as it is."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        jax.config.update("jax_num_cpu_devices", cores)
+    except RuntimeError:  # the backend has started: keep its devices
+        pass
+    return len(jax.devices("cpu"))
+
+
+def core_mesh() -> Mesh | None:
+    """A mesh over the default backend's devices when it is a CPU with one device per core (see
+    `one_device_per_core`), else None: on a GPU, or on one CPU device, each step runs whole."""
+    devices = jax.devices()
+    return make_mesh() if devices[0].platform == "cpu" and len(devices) > 1 else None
+
+
+def jax_steps(net: Network, source: str, mesh: Mesh | None = None) -> Callable:
+    """(params, xs, ys) -> params after one SGD step per batch, scanned, compiled.
+
+    `source` "hand" takes the gradient from the hand-coded backward, "autodiff" from `jax.grad` of the
+    same forward. With a `mesh`, each step is data-parallel (`shard_map_value_and_grad`): every device
+    runs that backward on its m/D examples of the batch and the gradients are summed over the mesh,
+    dW = psum_d((m_d/m) dW_d). Give it xs and ys from `place_on(mesh, ...)`."""
+    grad_fn = net.value_and_grad if source == "hand" else jax.value_and_grad(net.loss)
+    if mesh is not None:
+        grad_fn = shard_map_value_and_grad(net, mesh, grad_fn)
 
     @jax.jit
     def run(params, xs, ys):
         def step(p, xy):
-            g = grad(p, *xy)
+            g = grad_fn(p, *xy)[1]
             return jax.tree_util.tree_map(lambda a, b: a - LR * b, p, g), None
         return jax.lax.scan(step, params, (xs, ys))[0]
 
     return run
+
+
+def place_on(mesh: Mesh | None, params: Any, xs: np.ndarray, ys: np.ndarray) -> tuple:
+    """(params, xs, ys) as `jax_steps(..., mesh)` takes them: parameters on every device, each stacked
+    batch (steps, m, ...) split along m; without a mesh, on the default device."""
+    if mesh is None:
+        return params, jnp.asarray(xs), jnp.asarray(ys)
+    return (replicate(mesh, params), *shard_batch(mesh, xs, ys, axis=1))
 
 
 def torch_steps(batch: int, channels_last: bool) -> Callable | None:
@@ -113,18 +150,21 @@ def layer_profile(net: Network, params: Any, batch: int, reps: int = 50) -> list
     return rows
 
 
-def measure_conv(batch: int, rounds: int) -> dict:
-    """Median ms per SGD step of every contender at `batch`, interleaved; ratios; the hand step's profile."""
-    xs, ys = (jnp.asarray(a) for a in batches(batch))
+def measure_conv(batch: int, rounds: int, mesh: Mesh | None = None) -> dict:
+    """Median ms per SGD step of every contender at `batch`, interleaved; ratios; the hand step's profile.
+
+    With a `mesh`, every JAX contender is data-parallel over it alike (`jax_steps`); PyTorch eager
+    splits its work over the same cores with its own threads. The profiles are of the hand step on
+    one device, whole batch: where the arithmetic goes, apart from how it is split."""
     nets = {impl: nielsen_conv_net(impl) for impl in ("im2col", "xla")}
-    params = nets["im2col"].init(jax.random.PRNGKey(0))
+    whole = nets["im2col"].init(jax.random.PRNGKey(0)), *(jnp.asarray(a) for a in batches(batch))
+    params, xs, ys = place_on(mesh, *whole)
     contenders: dict[str, Callable[[], Any]] = {}
     for impl, net in nets.items():
         for source, label in (("hand", "hand"), ("autodiff", "jax.grad")):
-            run = jax_steps(net, source)
+            run = jax_steps(net, source, mesh)
             jax.block_until_ready(run(params, xs, ys))  # compile
             contenders[f"{label} {impl}"] = lambda run=run: run(params, xs, ys)
-    hand_hlo = jax_steps(nets["im2col"], "hand").lower(params, xs, ys).compile().as_text()  # names the profiled operations
     for channels_last in (False, True):
         run = torch_steps(batch, channels_last)
         if run is not None:
@@ -142,10 +182,13 @@ def measure_conv(batch: int, rounds: int) -> dict:
         fastest = min(torch_names, key=lambda n: per_step[n]["median"])
         ratios[f"{fastest} / hand im2col"] = per_step[fastest]["median"] / hand
         paired["fastest torch / hand im2col"] = per_round_ratio(times[fastest], times["hand im2col"])
-    return {"batch": batch, "steps_per_call": STEPS, "rounds": rounds, "ms_per_step": per_step, "paired": paired,
+    one_device = jax_steps(nets["im2col"], "hand")
+    hand_hlo = one_device.lower(*whole).compile().as_text()  # names the profiled operations
+    return {"batch": batch, "steps_per_call": STEPS, "rounds": rounds, "devices": 1 if mesh is None else mesh.devices.size,
+            "ms_per_step": per_step, "paired": paired,
             "seconds_per_epoch_50k": {n: v["median"] * 50_000 / batch / 1e3 for n, v in per_step.items()},
-            "ratios": ratios, "profile": layer_profile(nets["im2col"], params, batch),
-            "op_profile": op_profile(contenders["hand im2col"], hand_hlo, per=STEPS, top=15)}
+            "ratios": ratios, "profile": layer_profile(nets["im2col"], whole[0], batch),
+            "op_profile": op_profile(lambda: one_device(*whole), hand_hlo, per=STEPS, top=15)}
 
 
 def conv_targets(results: list[dict]) -> list[tuple[str, bool, str]]:
@@ -170,6 +213,7 @@ def conv_targets(results: list[dict]) -> list[tuple[str, bool, str]]:
 
 
 def run_conv_benchmark(quick: bool = False, rounds: int | None = None) -> list[dict]:
-    """`measure_conv` at batch 10 and 64 (quick: batch 10, 3 rounds)."""
+    """`measure_conv` at batch 10 and 64 (quick: batch 10, 3 rounds), over `core_mesh()`."""
     rounds = rounds or (3 if quick else 7)
-    return [measure_conv(b, rounds) for b in ((10,) if quick else (10, 64))]
+    mesh = core_mesh()
+    return [measure_conv(b, rounds, mesh) for b in ((10,) if quick else (10, 64))]

@@ -58,9 +58,10 @@ def _check_divisible(m: int, mesh: Mesh) -> None:
                          f"use a batch size that is a multiple of {d}")
 
 
-def shard_batch(mesh: Mesh, *arrays: Array) -> tuple:
-    """Place arrays on the mesh, split along their first (batch) axis."""
-    sharding = NamedSharding(mesh, P(AXIS))
+def shard_batch(mesh: Mesh, *arrays: Array, axis: int = 0) -> tuple:
+    """Place arrays on the mesh, split along their batch axis: the first, or `axis` (1 for stacked
+    batches of shape (steps, m, ...), as a scanned loop takes them)."""
+    sharding = NamedSharding(mesh, P(*([None] * axis), AXIS))
     return tuple(jax.device_put(a, sharding) for a in arrays)
 
 
@@ -96,6 +97,11 @@ def shard_map_value_and_grad(net: Network, mesh: Mesh, grad_fn: Callable | None 
     grad_fn = net.value_and_grad if grad_fn is None else grad_fn
 
     def local(params, x, y, key):
+        # The parameters arrive replicated. Differentiating a replicated input inside shard_map,
+        # jax.grad sums its cotangent over the mesh by itself (replication transposes to a sum), so
+        # psum below would count every device D times. Cast to "varying" first: jax.grad then returns
+        # this device's own gradient, as the hand-coded backward does, and the one sum is ours.
+        params = jax.tree_util.tree_map(lambda a: jax.lax.pcast(a, AXIS, to="varying"), params)
         m_local = x.shape[0]
         m = jax.lax.psum(m_local, AXIS)  # the global batch size
         if key is not None:  # a different dropout mask on every device
