@@ -104,6 +104,27 @@ def test_bench_gpu_without_a_gpu_is_a_usage_error(tmp_path, capsys):
     assert "JAX sees no GPU" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # 30 s: six conv steps compiled and timed (suite time)
+def test_bench_conv_only_writes_every_contender_with_consistent_figures(tmp_path):
+    """`fnbackprop bench --conv-only --quick`: the JSON holds each contender once, and the figures derived
+    from the medians (seconds per 50,000-image epoch, the ratios the targets judge) agree with them."""
+    import json
+
+    from fnbackprop.cli import main
+
+    jax.devices()  # the CPU backend has started, so the benchmark keeps this process's one device
+    assert main(["bench", "--conv-only", "--quick", "--out", str(tmp_path)]) == 0
+    (r,) = json.loads((tmp_path / "bench-quick-conv.json").read_text())["conv"]
+    assert r["batch"] == 10 and r["devices"] == 1
+    torch = {"torch eager", "torch eager channels-last"} if torch_module() else set()
+    assert set(r["ms_per_step"]) == {"hand im2col", "jax.grad im2col", "hand xla", "jax.grad xla"} | torch
+    ms = {name: t["median"] for name, t in r["ms_per_step"].items()}
+    for name, median in ms.items():
+        assert r["seconds_per_epoch_50k"][name] == pytest.approx(median * 5_000 / 1e3)  # 5,000 steps of 10
+    assert r["ratios"]["hand / jax.grad (im2col)"] == pytest.approx(ms["hand im2col"] / ms["jax.grad im2col"])
+    assert r["ratios"]["jax.grad through lax.conv / hand im2col"] == pytest.approx(ms["jax.grad xla"] / ms["hand im2col"])
+
+
 def test_conv_targets_are_judged_from_the_measured_medians():
     from fnbackprop.bench_conv import conv_targets
 

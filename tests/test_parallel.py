@@ -1,6 +1,7 @@
 """Data parallelism on 8 simulated CPU devices (in a subprocess, so the rest of the suite keeps one)."""
 
 import json
+import os
 import random
 import socket
 import subprocess
@@ -53,6 +54,17 @@ def test_the_conv_benchmark_steps_split_over_the_mesh_take_the_same_step(results
     assert results["conv_mesh_update_rel_err"] <= 2e-4
     assert results["conv_mesh_autodiff_update_rel_err"] <= 2e-4
     assert results["core_mesh_devices"] == 8
+
+
+def test_train_devices_makes_that_many_cpu_devices_without_xla_flags(tmp_path):
+    """`fnbackprop train --devices 2` on a CPU asks JAX for two CPU devices itself (no XLA_FLAGS), and trains."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    code = "import sys; from fnbackprop.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", code, "train", "--devices", "2", "--epochs", "1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "data-parallel over 2 cpu devices" in done.stdout
+    assert json.loads((tmp_path / "results.json").read_text())["config"]["devices"] == 2
 
 
 def _free_port(rng: random.Random) -> int:

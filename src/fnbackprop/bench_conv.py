@@ -32,7 +32,7 @@ from .bench import interleaved, op_profile, per_round_ratio, summary, torch_modu
 from .layers import activation, conv2d, dense, flatten, forward_with_key, max_pool, reshape
 from .layers.protocol import Layer
 from .network import Network, network
-from .parallel import make_mesh, replicate, shard_batch, shard_map_value_and_grad
+from .parallel import ask_for_cpu_devices, make_mesh, replicate, shard_batch, shard_map_value_and_grad
 
 STEPS = 100
 LR = 0.01
@@ -53,15 +53,11 @@ def batches(batch: int, steps: int = STEPS, seed: int = 0) -> tuple[np.ndarray, 
 
 
 def one_device_per_core() -> int:
-    """Ask JAX for one CPU device per core this process may run on (`jax_num_cpu_devices`), so that
-    `core_mesh` can split each batch across the cores; returns the number of CPU devices. Call it before
-    JAX starts its CPU backend (the first array or `jax.devices()`); after that the count stays as it is."""
+    """One CPU device per core this process may run on (`ask_for_cpu_devices`), so that `core_mesh`
+    can split each batch across the cores; returns the number of CPU devices. Call it before JAX
+    starts its CPU backend (the first array or `jax.devices()`); after that the count stays as it is."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        jax.config.update("jax_num_cpu_devices", cores)
-    except RuntimeError:  # the backend has started: keep its devices
-        pass
-    return len(jax.devices("cpu"))
+    return ask_for_cpu_devices(cores)
 
 
 def core_mesh() -> Mesh | None:

@@ -402,8 +402,9 @@ def run_train(args: argparse.Namespace) -> int:
     try:  # a batch size that does not divide among the devices is refused by fit (make_epoch), exit 2
         mesh = None
         if args.devices > 1:
-            from .parallel import make_mesh
+            from .parallel import ask_for_cpu_devices, make_mesh
 
+            ask_for_cpu_devices(args.devices)  # a CPU's devices (a GPU's are what they are)
             mesh = make_mesh(args.devices)
     except ValueError as err:
         _error(str(err))
@@ -688,7 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="output folder (default: runs/DATASET-SOURCE-seedN)")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     train.add_argument("--devices", type=positive_int, default=1,
-                       help="data-parallel over N devices (CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N)")
+                       help="data-parallel over N devices (on a CPU, N devices are made: one per core is the useful count)")
     add_gpt_options(train)
     train.set_defaults(func=run_train)
     add_sample_command(sub)

@@ -39,14 +39,27 @@ Array = jax.Array
 AXIS = "batch"
 
 
+def ask_for_cpu_devices(n: int) -> int:
+    """Ask JAX for `n` CPU devices (`jax_num_cpu_devices`, the setting behind XLA_FLAGS=
+    --xla_force_host_platform_device_count=n) and return how many it has. The count can change only
+    before JAX starts its CPU backend (the first array, the first `jax.devices()`); after that it
+    stays as it is, and `make_mesh` says how to set it for a larger mesh."""
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:  # the CPU backend has started: keep its devices
+        pass
+    return len(jax.devices("cpu"))
+
+
 def make_mesh(n_devices: int | None = None) -> Mesh:
     """A 1-D mesh over the first `n_devices` devices (all by default), axis name "batch"."""
     devices = jax.devices()
     n = len(devices) if n_devices is None else n_devices
     if not 1 <= n <= len(devices):
         raise ValueError(
-            f"asked for {n} devices, {len(devices)} available ({devices[0].platform}); on a CPU, simulate more "
-            f"with XLA_FLAGS=--xla_force_host_platform_device_count={n} set before the program starts"
+            f"asked for {n} devices, {len(devices)} available ({devices[0].platform}); on a CPU, make more before "
+            f"the first JAX computation: fnbackprop.parallel.ask_for_cpu_devices({n}), or "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={n}"
         )
     return Mesh(np.array(devices[:n]), (AXIS,))
 
