@@ -5,13 +5,17 @@ softmax + cross-entropy, SGD, on 28x28x1 inputs. Each contender runs STEPS SGD s
 batches in one call (JAX: one `lax.scan`; PyTorch: a Python loop), interleaved round by round
 (`fnbackprop.bench.interleaved`), and reports the median milliseconds per step (and, under `paired`,
 the faster PyTorch format's time over the hand step's taken round by round: the PyTorch target is met
-only when the hand step is faster at the medians and in the median round):
+only when the hand step is faster at the medians and in the median round). `fnbackprop bench` first
+makes one CPU device per core (`one_device_per_core`), and on such a CPU every JAX contender runs
+data-parallel over them (`core_mesh`, `jax_steps(..., mesh)`): each core takes its share of the batch
+through the whole step, which keeps its speed when the host places the cores far apart (README,
+Convolutional networks):
 
 - `hand im2col` (the engine's default on CPU) and `jax.grad im2col`: the same forward;
 - `hand xla` and `jax.grad xla` (through `lax.conv_general_dilated` and the XLA-form backward);
 - `torch eager` (NCHW) and `torch eager channels-last`, when PyTorch is installed (`.[torch]`).
 
-Then where a hand-coded step's time goes: the costliest compiled operations of the scanned step (a
+Then where a hand-coded step's time goes: the costliest compiled operations of the scanned step on one device (a
 `jax.profiler` trace, `fnbackprop.bench.op_profile`; shapes name the layer: conv 2's products are
 (4096, 500) and (40, 500) at batch 64), and each layer's forward and backward jitted alone at the
 step's shapes (`layer_profile`).
