@@ -41,9 +41,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from .data import load_mnist
-from .network import mlp
+from .network import Network, mlp
+from .parallel import shard_map_value_and_grad
 from .train import compact_features, gradient_function, make_epoch
 
 LEARNING_RATE = 0.1
@@ -176,16 +178,29 @@ def random_batches(config: Config, steps: int, seed: int = 0) -> tuple[np.ndarra
     return x, y
 
 
-def jax_steps(config: Config, source: str) -> Callable:
-    """A jitted (params, xs, ys) -> params running one SGD step per pre-made batch in a lax.scan."""
-    net = mlp(list(config.sizes), hidden=config.hidden, output=config.output, loss=config.loss)
+def scanned_sgd(net: Network, source: str, learning_rate: float, mesh: Mesh | None = None) -> Callable:
+    """A jitted (params, xs, ys) -> params running one SGD step per pre-made batch in a lax.scan.
+
+    `source` "hand" takes the gradient from the hand-coded backward, "autodiff" from `jax.grad` of the
+    same forward (`gradient_function`). With a `mesh`, each step is data-parallel
+    (`shard_map_value_and_grad`): every device runs that backward on its m/D examples of the batch and
+    the gradients are summed over the mesh, dW = psum_d((m_d/m) dW_d); xs and ys then come split along
+    their batch axis (`parallel.shard_batch(..., axis=1)`), the parameters replicated."""
     grad_fn = gradient_function(net, source)
+    if mesh is not None:
+        grad_fn = shard_map_value_and_grad(net, mesh, grad_fn)
 
     def step(params, batch):
         _, grads = grad_fn(params, *batch)
-        return jax.tree_util.tree_map(lambda p, g: p - LEARNING_RATE * g, params, grads), None
+        return jax.tree_util.tree_map(lambda p, g: p - learning_rate * g, params, grads), None
 
     return jax.jit(lambda params, xs, ys: jax.lax.scan(step, params, (xs, ys))[0])
+
+
+def jax_steps(config: Config, source: str) -> Callable:
+    """`scanned_sgd` of the configuration's MLP at LEARNING_RATE."""
+    net = mlp(list(config.sizes), hidden=config.hidden, output=config.output, loss=config.loss)
+    return scanned_sgd(net, source, LEARNING_RATE)
 
 
 def xla_memory_bytes(compiled: Any) -> int | None:

@@ -32,11 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from .bench import interleaved, op_profile, per_round_ratio, summary, torch_module
+from .bench import interleaved, op_profile, per_round_ratio, scanned_sgd, summary, torch_module
 from .layers import activation, conv2d, dense, flatten, forward_with_key, max_pool, reshape
 from .layers.protocol import Layer
 from .network import Network, network
-from .parallel import ask_for_cpu_devices, make_mesh, replicate, shard_batch, shard_map_value_and_grad
+from .parallel import ask_for_cpu_devices, make_mesh, replicate, shard_batch
 
 STEPS = 100
 LR = 0.01
@@ -72,24 +72,8 @@ def core_mesh() -> Mesh | None:
 
 
 def jax_steps(net: Network, source: str, mesh: Mesh | None = None) -> Callable:
-    """(params, xs, ys) -> params after one SGD step per batch, scanned, compiled.
-
-    `source` "hand" takes the gradient from the hand-coded backward, "autodiff" from `jax.grad` of the
-    same forward. With a `mesh`, each step is data-parallel (`shard_map_value_and_grad`): every device
-    runs that backward on its m/D examples of the batch and the gradients are summed over the mesh,
-    dW = psum_d((m_d/m) dW_d). Give it xs and ys from `place_on(mesh, ...)`."""
-    grad_fn = net.value_and_grad if source == "hand" else jax.value_and_grad(net.loss)
-    if mesh is not None:
-        grad_fn = shard_map_value_and_grad(net, mesh, grad_fn)
-
-    @jax.jit
-    def run(params, xs, ys):
-        def step(p, xy):
-            g = grad_fn(p, *xy)[1]
-            return jax.tree_util.tree_map(lambda a, b: a - LR * b, p, g), None
-        return jax.lax.scan(step, params, (xs, ys))[0]
-
-    return run
+    """`bench.scanned_sgd` of `net` at LR; with a `mesh`, give it xs and ys from `place_on(mesh, ...)`."""
+    return scanned_sgd(net, source, LR, mesh)
 
 
 def place_on(mesh: Mesh | None, params: Any, xs: np.ndarray, ys: np.ndarray) -> tuple:
