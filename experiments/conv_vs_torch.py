@@ -43,12 +43,12 @@ def main() -> None:
     if torch is None:
         p.error("PyTorch is not installed: pip install -e '.[torch]'")
     torch()  # warm up
+    placements = ([(f"hand, split over {mesh.devices.size} devices", mesh)] if mesh else []) + [("hand, one device", None)]
     contenders = {}
-    for label, where in ((f"hand, split over {mesh.devices.size} devices" if mesh else "", mesh), ("hand, one device", None)):
-        if label:
-            step, placed = jax_steps(net, "hand", where), place_on(where, *whole)
-            jax.block_until_ready(step(*placed))  # compile
-            contenders[label] = lambda step=step, placed=placed: jax.block_until_ready(step(*placed))
+    for label, where in placements:
+        step, placed = jax_steps(net, "hand", where), place_on(where, *whole)
+        jax.block_until_ready(step(*placed))  # compile
+        contenders[label] = lambda step=step, placed=placed: jax.block_until_ready(step(*placed))
     contenders[TORCH] = torch
     rounds = 3 if args.quick else args.rounds
     times = interleaved(contenders, rounds)
@@ -78,6 +78,7 @@ def main() -> None:
     save(args, name, {"batch": args.batch, "rounds": rounds, "steps_per_call": STEPS, "ms_per_step": ms,
                       "torch_over_hand_by_round": ratios, "hand_faster_rounds": wins,
                       "seconds": {k: list(v) for k, v in times.items()}}, fig)
+
 
 if __name__ == "__main__":
     main()

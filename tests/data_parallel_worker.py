@@ -17,7 +17,7 @@ from fnbackprop.bench_conv import batches, core_mesh, jax_steps, nielsen_conv_ne
 from fnbackprop.data import load_digits  # noqa: E402
 from fnbackprop.numerics import rel_err  # noqa: E402
 from fnbackprop.parallel import make_mesh, shard_map_value_and_grad, sharded_value_and_grad  # noqa: E402
-from fnbackprop.train import fit, make_optimizer  # noqa: E402
+from fnbackprop.train import fit, gradient_function, make_optimizer  # noqa: E402
 
 
 def main() -> dict:
@@ -29,7 +29,7 @@ def main() -> dict:
     y = jnp.arange(64) % 10
     ref_cost, ref = jax.value_and_grad(net.loss)(params, x, y)
     forms = {"jit_sharded": sharded_value_and_grad(net, mesh), "shard_map": jax.jit(shard_map_value_and_grad(net, mesh)),
-             "shard_map_autodiff": jax.jit(shard_map_value_and_grad(net, mesh, jax.value_and_grad(net.loss)))}
+             "shard_map_autodiff": jax.jit(shard_map_value_and_grad(net, mesh, gradient_function(net, "autodiff")))}
     out = {"devices": len(jax.devices())}
     opt = make_optimizer("momentum", optax.constant_schedule(0.1))
     ref_step = optax.apply_updates(params, opt.update(ref, opt.init(params), params)[0])

@@ -65,8 +65,8 @@ def one_device_per_core() -> int:
 
 
 def core_mesh() -> Mesh | None:
-    """A mesh over the default backend's devices when it is a CPU with one device per core (see
-    `one_device_per_core`), else None: on a GPU, or on one CPU device, each step runs whole."""
+    """A mesh over the default backend's devices when they are several CPU devices (as
+    `one_device_per_core` makes), else None: on a GPU, or on one CPU device, each step runs whole."""
     devices = jax.devices()
     return make_mesh() if devices[0].platform == "cpu" and len(devices) > 1 else None
 
