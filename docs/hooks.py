@@ -1,8 +1,5 @@
 """MkDocs hooks of the fnbackprop site.
 
-- `<!-- readme: ## Heading -->` in a page is replaced by that section of the README (its headings one
-  level up, its links to the repository made plain paths): the README stays the one source of the
-  guide's text, nothing is copied by hand.
 - In the API reference, a docstring's indented block of equations (every line has an "=", nothing
   that reads as code) is typeset: the docstrings write plain-text math, which MathJax reads as AsciiMath.
 - In the tutorials, paragraphs are marked for MathJax (which reads only marked elements, see
@@ -18,48 +15,9 @@ import re
 import shutil
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
-DIRECTIVE = re.compile(r"<!-- readme: (#+ .+?) -->")
-LINK = re.compile(r"\[([^\]]+)\]\(([^)]+)\)")
-#: readme anchors -> the guide page that holds that section (every page that includes the README is in guide/)
-ANCHORS = {"#tolerances-and-teeth": "checking.md#tolerances-and-teeth", "#performance": "performance.md",
-           "#a-gpt-with-a-hand-written-backward": "gpt.md", "#exercises": "exercises.md"}
 CODE_BLOCK = re.compile(r'<div class="highlight"><pre><span></span><code>(.*?)</code></pre></div>', re.S)
 NOT_MATH = ("fnbackprop ", "import ", "python", "->", "#", ">>>", ".py", "--", "def ", "return ", "&quot;", "print(")
 MATHJAX_PARTS = ("tex-chtml.js", "input/asciimath.js", "output/chtml/fonts/woff-v2")
-
-
-def readme_section(heading: str) -> str:
-    """The README's section under `heading` (to the next heading of its level or higher), one level up."""
-    lines = README.read_text().splitlines()
-    level = len(heading) - len(heading.lstrip("#"))
-    try:
-        start = lines.index(heading)
-    except ValueError:
-        raise ValueError(f"docs: the README has no heading {heading!r}") from None
-    end = next((i for i in range(start + 1, len(lines))
-                if re.match(r"#{1,%d} " % level, lines[i]) and not _in_fence(lines[start:i])), len(lines))
-    body = "\n".join(lines[start + 1:end])
-    body = re.sub(r"^(#+) ", lambda m: m.group(1)[1:] + " " if len(m.group(1)) > 1 else "# ", body, flags=re.M)
-    return LINK.sub(_plain_link, body)
-
-
-def _in_fence(lines: list[str]) -> bool:
-    return sum(line.startswith("```") for line in lines) % 2 == 1
-
-
-def _plain_link(match: re.Match) -> str:
-    text, target = match.groups()
-    if target.startswith("http"):
-        return match.group(0)
-    if target.startswith("#"):
-        return f"[{text}]({ANCHORS[target]})" if target in ANCHORS else text
-    return f"{text} (`{target}` in the repository)" if f"`{target}`" not in text else text
-
-
-def on_page_markdown(markdown: str, page, config, files) -> str:
-    return DIRECTIVE.sub(lambda m: readme_section(m.group(1)), markdown)
 
 
 def asciimath(line: str) -> str:

@@ -24,9 +24,9 @@ import optax
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 import fnbackprop as fb
-from fnbackprop.data import Dataset, load_mnist
-from fnbackprop.checkpoint import read_meta
-from fnbackprop.train import CHECKPOINT_NAME, fit, make_optimizer, split_logits
+from fnbackprop.train.data import Dataset, load_mnist
+from fnbackprop.train.checkpoint import read_meta
+from fnbackprop.train.epochs import CHECKPOINT_NAME, fit, make_optimizer, split_logits
 
 matplotlib.use("Agg")
 
@@ -61,10 +61,10 @@ def epochs(args: argparse.Namespace, published: int) -> int:
 
 
 def build(run: dict) -> fb.Network:
-    """An MLP from run["sizes"], or any network from run["layers"] (`fnbackprop.architecture`, on MNIST images)."""
+    """An MLP from run["sizes"], or any network from run["layers"] (`fnbackprop.models.architecture`, on MNIST images)."""
     if "layers" in run:
-        from fnbackprop.architecture import layers_from_spec
-        from fnbackprop.data import IMAGE_SHAPES
+        from fnbackprop.models.architecture import layers_from_spec
+        from fnbackprop.train.data import IMAGE_SHAPES
 
         return fb.network(layers_from_spec(run["layers"], 10, IMAGE_SHAPES["mnist"], 784), (784,), output=run["output"],
                           loss=run["loss"])
@@ -129,20 +129,20 @@ def progress() -> Progress:
 def train_all(runs: list[dict], data: Dataset, title: str, on_run: Callable[[dict], None] | None = None,
               on_epoch: Callable[[dict, list[dict]], None] | None = None,
               checkpoint_dir: Callable[[dict], Path] | None = None) -> list[dict]:
-    """Every run in turn, one progress bar over all their epochs; `on_run` gets each record as it is done
+    """Every run in turn, one progress display over all their epochs; `on_run` gets each record as it is done
     (to save it before the next run starts), `on_epoch` the run and its epochs so far after each epoch;
     `checkpoint_dir(run)`, when given, is the folder each run is checkpointed in and resumed from."""
     done = []
-    with progress() as bar:
-        task = bar.add_task(title, total=sum(r["epochs"] for r in runs))
+    with progress() as shown:
+        task = shown.add_task(title, total=sum(r["epochs"] for r in runs))
         for run in runs:
-            bar.update(task, description=f"{title}: {run.get('label', '')} seed {run['seed']}")
+            shown.update(task, description=f"{title}: {run.get('label', '')} seed {run['seed']}")
             folder = checkpoint_dir(run) if checkpoint_dir is not None else None
             history: list[dict] = checkpointed_epochs(folder)
-            bar.advance(task, len(history))
+            shown.advance(task, len(history))
 
             def epoch_done(record: dict, run: dict = run, history: list[dict] = history) -> None:
-                bar.advance(task)
+                shown.advance(task)
                 history.append(record)
                 if on_epoch is not None:
                     on_epoch(run, history)

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from _common import build, epochs, mnist, parser, save, save_figure, seeds, spread, train_all
-from fnbackprop.train import make_optimizer
+from fnbackprop.train.epochs import make_optimizer
 
 PUBLISHED_SPEEDS = {2: [0.066, 0.309], 3: [0.012, 0.060, 0.283], 4: [0.0030, 0.017, 0.070, 0.285]}
 PUBLISHED_ACCURACY = {1: 96.48, 2: 96.90, 3: 96.57, 4: 96.53}

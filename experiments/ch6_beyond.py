@@ -24,7 +24,7 @@ each epoch in NAME-seedS.checkpoint/ (not committed), from which the next run of
 same machine continues (so a run cut short loses at most one epoch; a fresh clone starts it over). `--figure-only` trains nothing and
 redraws the figure and the summary from the saved files. `--only ensemble` trains only the
 dropout networks of seeds 0-4 not already there, one at a time, and votes once all five are: the
-ensemble can be built over several sessions. Whenever three or four of them are saved, the dropout summary
+ensemble can be built over several runs. Whenever three or four of them are saved, the dropout summary
 holds their vote as `ensemble_so_far`. The summary and the figure go to
 results/ch6_beyond[-NAME].{json,png}, over every saved network of each configuration.
 """
@@ -92,7 +92,7 @@ def checkpoint_dir(args, run: dict) -> Path:
 
 
 def save_partial(args, run: dict, history: list[dict]) -> None:
-    """The epochs a network has finished so far (kept if the session ends before it does)."""
+    """The epochs a network has finished so far (kept if the run is stopped before it ends)."""
     run_file(args, run, partial=True).write_text(json.dumps({**run, "epochs_done": history}, indent=1))
 
 

@@ -1,4 +1,4 @@
-"""Where the conv network's batch-64 step spends its time, and which formulation of each piece is fastest (issue 14).
+"""Where the conv network's batch-64 step spends its time, and which formulation of each piece is fastest.
 
     python experiments/conv_step_forms.py [--rounds 5]
 
@@ -14,7 +14,7 @@ At batch 64 the hand-coded im2col step of Nielsen's two-conv-pool network trails
   transposed convolution by `lax.conv_general_dilated` in forward form (the kernel rotated and its
   channel axes swapped explicitly), or col2im by `.at[].add` scatters.
 
-Then the whole SGD step (`fnbackprop.bench_conv`, 100 steps scanned, interleaved with PyTorch eager
+Then the whole SGD step (`fnbackprop.bench.conv`, 100 steps scanned, interleaved with PyTorch eager
 channels-last) with the engine's conv layers, with a dX by kernel rows, and with the forward by
 `lax.conv` (the patches then built in the backward, for dW), at batch 64 and 10.
 
@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnbackprop.bench import interleaved, summary
-from fnbackprop.bench_conv import STEPS, batches, jax_steps, nielsen_conv_net, torch_steps
+from fnbackprop.bench.timing import interleaved, summary
+from fnbackprop.bench.conv import STEPS, batches, jax_steps, nielsen_conv_net, torch_steps
 from fnbackprop.layers import conv2d
 from fnbackprop.layers.convolution import _dimension_numbers, col2im, patches
 from fnbackprop.layers.protocol import Layer

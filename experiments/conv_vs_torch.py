@@ -1,4 +1,4 @@
-"""The hand-coded conv step against PyTorch eager channels-last, round by round (issue 14's last target).
+"""The hand-coded conv step against PyTorch eager channels-last, round by round.
 
     python experiments/conv_vs_torch.py [--batch 64] [--rounds 60]
     taskset -c 0 python experiments/conv_vs_torch.py --cores-label 1core   # the same, pinned to one core
@@ -20,8 +20,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from _common import parser, save
-from fnbackprop.bench import interleaved, per_round_ratio, summary
-from fnbackprop.bench_conv import (STEPS, batches, core_mesh, jax_steps, nielsen_conv_net, one_device_per_core,
+from fnbackprop.bench.timing import interleaved, per_round_ratio, summary
+from fnbackprop.bench.conv import (STEPS, batches, core_mesh, jax_steps, nielsen_conv_net, one_device_per_core,
                                    place_on, torch_steps)
 
 TORCH = "torch eager channels-last"

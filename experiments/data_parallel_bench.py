@@ -1,4 +1,4 @@
-"""Step time of data-parallel training on 1, 2, 4, 8 simulated CPU devices (issue: scale out).
+"""Step time of data-parallel training on 1, 2, 4, 8 simulated CPU devices.
 
     python experiments/data_parallel_bench.py [--quick]
 
@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import fnbackprop as fb  # noqa: E402
-from fnbackprop.bench import interleaved, timed  # noqa: E402
+from fnbackprop.bench.timing import interleaved, timed# noqa: E402
 from fnbackprop.parallel import make_mesh, shard_map_value_and_grad  # noqa: E402
 
 

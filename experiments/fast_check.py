@@ -34,9 +34,9 @@ from rich.console import Console
 from rich.table import Table
 
 import fnbackprop as fb
-from fnbackprop.mutations import MUTATIONS
-from fnbackprop.verdicts import finite_differences_at
-from fnbackprop.verify import move_off_special_values
+from fnbackprop.check.mutations import MUTATIONS
+from fnbackprop.check.verdicts import finite_differences_at
+from fnbackprop.check.verify import move_off_special_values
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ENTRIES = 4096  # entries timed for the full entry-wise estimate
@@ -69,7 +69,7 @@ def main() -> int:
                       f"jax {jax.__version__}, {jax.devices()[0].platform}")
         rows = []
         with console.status("") as status:
-            for label, transforms in (("fast mode, no transforms", ()), ("fast mode, default transforms", fb.verify_vjp.TRANSFORMS)):
+            for label, transforms in (("fast mode, no transforms", ()), ("fast mode, default transforms", fb.check.vjp.TRANSFORMS)):
                 status.update(f"correct model: {label}")
                 report, seconds = timed(fb.check_vjp, net.hand_loss, params, x, y, fast=True, transforms=transforms)
                 rows.append({"check": label, "model": "correct", "passed": report.passed, "seconds": seconds, "diagnosis": ""})

@@ -4,7 +4,7 @@
 
 nanoGPT's README (CPU, "I only have a macbook"): 4 layers, 4 heads, 128 wide, context 64, batch 12,
 2,000 iterations, lr 1e-3 decaying to 1e-4, no dropout: validation loss 1.88 in about 3 minutes.
-Each run: the preset (`fnbackprop.lm.PRESETS["shakespeare-char-cpu"]`), evaluations every 250
+Each run: the preset (`fnbackprop.train.lm.PRESETS["shakespeare-char-cpu"]`), evaluations every 250
 iterations on 20 batches, the final validation loss on 200 batches, the training loop's wall time.
 Writes results/gpt_shakespeare.{json,png} and a sample of generated text in the JSON.
 """
@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from _common import machine, result_stem, spread
-from fnbackprop import lm
+from fnbackprop.train import lm
 
 NANOGPT = {"readme_val_loss": 1.88, "measured_here_val_loss": 1.8857, "measured_here_seconds": 210}
 #: each JAX source's settings on top of the preset; "savers" is the hand-written backward with every memory saver
@@ -41,7 +41,7 @@ def torch_run(config: lm.LMConfig, data: lm.CharData, seed: int, final_batches: 
 
     import torch
 
-    from fnbackprop.bench_gpt import torch_gpt
+    from fnbackprop.bench.gpt import torch_gpt
 
     label, gelu = TORCH_SOURCES[source]
     model, opt = torch_gpt(config, data.vocab_size, seed, gelu)
@@ -125,7 +125,7 @@ def estimate_spread(config: lm.LMConfig, data: lm.CharData, params, n: int, stem
     ax.axvline(reference, color="C0", label=f"the same model on 2,000 batches ({reference:.4f})")
     ax.axvline(NANOGPT["measured_here_val_loss"], color="C3", ls="--",
                label=f"nanoGPT's train.py, one run, {config.eval_iters} batches ({NANOGPT['measured_here_val_loss']})")
-    ax.axvline(1.89, color="grey", ls=":", label="the issue's bar for the mean of 3 seeds (1.89)")
+    ax.axvline(1.89, color="grey", ls=":", label="the target for the mean of 3 seeds (1.89)")
     ax.set(xlabel="validation loss", ylabel="estimates",
            title=f"How far a {config.eval_iters}-batch validation estimate strays (seed 0, hand, {config.max_iters:,} iterations)")
     ax.legend(fontsize=8)

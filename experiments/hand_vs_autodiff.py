@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from _common import build, epochs, mnist, parser, save, seeds, spread, train_all
-from fnbackprop.train import epoch_order, gradient_function
+from fnbackprop.train.epochs import epoch_order, gradient_function
 
 EPS32 = float(jnp.finfo(jnp.float32).eps)
 NETWORKS = {

@@ -1,4 +1,4 @@
-"""Where the time of one epoch of Nielsen's network goes on the CPU (issue 8: what limits it).
+"""Where the time of one epoch of Nielsen's network goes on the CPU (what limits it).
 
     python experiments/nielsen_step_profile.py [--data-path PATH]
 
@@ -21,8 +21,9 @@ import numpy as np
 import optax
 
 import fnbackprop as fb
-from fnbackprop.bench import NIELSEN, interleaved, jax_step_costs, nielsen_data
-from fnbackprop.train import compact_features, make_epoch
+from fnbackprop.bench.mlp import NIELSEN, jax_step_costs, nielsen_data
+from fnbackprop.bench.timing import interleaved
+from fnbackprop.train.epochs import compact_features, make_epoch
 
 STEPS = 5_000
 

@@ -1,4 +1,4 @@
-"""What limits the wide MLP's step on the CPU (issue 8): the throughput of each matmul form it uses.
+"""What limits the wide MLP's step on the CPU: the throughput of each matmul form it uses.
 
     python experiments/wide_step_profile.py
 
@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnbackprop.bench import interleaved, matmul_limit
+from fnbackprop.bench.timing import interleaved, matmul_limit
 
 M = N = 1024
 REPEATS = 8

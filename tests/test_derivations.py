@@ -10,8 +10,8 @@ import pytest
 import fnbackprop as fb
 from fnbackprop import cli
 from fnbackprop.derivations import audit, dong, matrix_calculus, ng
-from fnbackprop.numerics import rel_err
-from fnbackprop.train import make_optimizer
+from fnbackprop.check.numerics import rel_err
+from fnbackprop.train.epochs import make_optimizer
 
 FLOAT64 = True  # conftest: the module runs with jax_enable_x64 (float64 references at 1e-10)
 

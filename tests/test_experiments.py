@@ -68,7 +68,7 @@ def test_majority_vote_takes_the_most_frequent_class_and_breaks_ties_to_the_smal
 def test_a_run_cut_short_continues_from_its_checkpoint_to_the_uninterrupted_end(tmp_path):
     """ch6_beyond's runs last hours: one stopped after epoch 1 and run again for 3 epochs must reach the
     accuracies and costs of a run never stopped, and report its earlier epoch to `on_epoch` too."""
-    from fnbackprop.data import load_digits
+    from fnbackprop.train.data import load_digits
 
     data = load_digits()
     data = data._replace(x_val=data.x_test, y_val=data.y_test)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import fnbackprop as fb
 from fnbackprop.graph import OPS, Graph
-from fnbackprop.numerics import rel_err
+from fnbackprop.check.numerics import rel_err
 
 FLOAT64 = True  # conftest: the module runs with jax_enable_x64 (float64 references at 1e-10)
 

@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt
 import optax
 
 import fnbackprop as fb
-from fnbackprop.data import load, load_mnist
-from fnbackprop.train import fit
+from fnbackprop.train.data import load, load_mnist
+from fnbackprop.train.epochs import fit
 
 candidates = [os.environ.get("FNBACKPROP_MNIST")] + [str(p / "shared" / "data") for p in Path.cwd().resolve().parents]
 found = next((c for c in candidates if c and (Path(c) / "mnist.pkl.gz").is_file()), None)

@@ -196,7 +196,10 @@ class Graph:
         return [dot_path, png]
 
     def _draw_with_matplotlib(self, png: Path, values: dict | None, grads: dict | None) -> None:
-        from .plot import plt
+        import matplotlib
+
+        matplotlib.use("Agg")  # a file, never a window
+        import matplotlib.pyplot as plt
 
         depth, rows, pos = self.depths(), dict[int, int](), dict[str, tuple[int, int]]()
         for name, d in depth.items():

@@ -31,9 +31,10 @@ from typing import Any, Callable
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
+from jax.typing import ArrayLike
 from jax.sharding import PartitionSpec as P
 
-from .network import Network
+from .models.network import Network
 
 Array = jax.Array
 AXIS = "batch"
@@ -71,7 +72,7 @@ def _check_divisible(m: int, mesh: Mesh) -> None:
                          f"use a batch size that is a multiple of {d}")
 
 
-def shard_batch(mesh: Mesh, *arrays: Array, axis: int = 0) -> tuple:
+def shard_batch(mesh: Mesh, *arrays: ArrayLike, axis: int = 0) -> tuple:
     """Place arrays on the mesh, split along their batch axis: the first, or `axis` (1 for stacked
     batches of shape (steps, m, ...), as a scanned loop takes them)."""
     sharding = NamedSharding(mesh, P(*([None] * axis), AXIS))

@@ -14,8 +14,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..network import mlp
-from ..numerics import TOL_FLOAT64, rel_err
+from ..models.network import mlp
+from ..check.numerics import TOL_FLOAT64, rel_err
 from . import dong, matrix_calculus, ng, per_example
 
 
@@ -202,7 +202,7 @@ SECTIONS: dict[str, Callable] = {"ng": ng_rows, "matrix_calculus": matrix_calcul
 
 def audit(seed: int = 0) -> list[AuditRow]:
     """Every transcription's checks, in float64 (jax_enable_x64 must be on)."""
-    if not jax.config.jax_enable_x64:
+    if not jax.config.read("jax_enable_x64"):
         raise RuntimeError("the derivation audit runs in float64: enable jax_enable_x64 first")
     key = jax.random.PRNGKey(seed)
     return [row for i, section in enumerate(SECTIONS.values()) for row in section(jax.random.fold_in(key, i))]

@@ -16,6 +16,8 @@ Two equations are wrong as printed and are kept wrong here, for the checker to f
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import jax.numpy as jnp
 
 G = {
@@ -39,7 +41,7 @@ def with_constant_input(a):
     return jnp.concatenate([jnp.ones((1, a.shape[1]), a.dtype), a], axis=0)
 
 
-def forward(folded: list, X, hidden: list[str]):
+def forward(folded: list, X, hidden: Sequence[str]):
     """z^l = W^l . a^{l-1} (with a_0 = 1);  a^l = g(z^l), the output layer a sigmoid."""
     a, acts = X, []
     for l, Wt in enumerate(folded):

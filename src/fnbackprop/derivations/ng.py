@@ -11,6 +11,8 @@ fnbackprop's dZ[l] (which carries the 1/m), and dW, dB agree.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax.numpy as jnp
 
 G = {  # g[l] and g[l]'(Z[l])
@@ -52,7 +54,8 @@ def backward(ng_params: list, X, Y, hidden: list[str]):
     Yhat, caches = forward(ng_params, X, hidden)
     m = X.shape[1]
     dZ = Yhat - Y  # dZ[L] = Yhat - Y  (logistic output with cross-entropy)
-    grads, dZs = [None] * len(ng_params), [None] * len(ng_params)
+    grads: list[Any] = [None] * len(ng_params)
+    dZs: list[Any] = [None] * len(ng_params)
     for l in reversed(range(len(ng_params))):
         A_prev, _ = caches[l]
         dZs[l] = dZ

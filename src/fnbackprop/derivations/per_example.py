@@ -11,6 +11,8 @@ average, (1/s) sum_{i in I} dC_i/dW^l (Lei's Remark 6), with `jax.vmap` doing th
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -35,7 +37,7 @@ def _forward(params: list, x):
 
 
 def _backward(params: list, zs, activations, delta):
-    grads = [None] * len(params)
+    grads: list[Any] = [None] * len(params)
     for l in reversed(range(len(params))):
         grads[l] = {"W": delta @ activations[l].T, "b": delta}  # dC/dW^l = delta^l (a^{l-1})^T, dC/db^l = delta^l
         if l > 0:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 
-from ..layers import activation, batch_norm, causal_self_attention, conv2d, dense_forward, dropout, embedding, layer_norm, max_pool, softmax
+from ..layers import (activation, batch_norm, causal_self_attention, conv2d, dense_forward, dropout, embedding, layer_norm,
+                      max_pool, softmax)
 from ..activations import ACTIVATIONS
 from ..losses import LOSSES, Head
 

@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..layers import Layer
-from ..numerics import leaf_rel_err
-from ..verdicts import TensorRow
-from ..verify import check_layer, move_off_special_values
+from ..check.numerics import leaf_rel_err
+from ..check.verdicts import TensorRow
+from ..check.verify import check_layer, move_off_special_values
 from .catalogue import BATCH, BLOCK_SIZE, EXERCISES, VOCAB, Exercise
 
 BEGIN, END = "    # BEGIN SOLUTION\n", "    # END SOLUTION\n"

@@ -338,7 +338,7 @@ def flatten() -> Layer:
 
 def reshape(shape: tuple) -> Layer:
     """(m, *in_shape) -> (m, *shape), e.g. flat MNIST rows (m, 784) to images (m, 28, 28, 1); backward:
-    dy reshaped back. The first layer of a conv net trained on flat rows (`fnbackprop.architecture`)."""
+    dy reshaped back. The first layer of a conv net trained on flat rows (`fnbackprop.models.architecture`)."""
     shape = tuple(int(n) for n in shape)
 
     def forward(params: dict, x: Array) -> tuple[Array, Array]:

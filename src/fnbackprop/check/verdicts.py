@@ -1,0 +1,352 @@
+"""One tensor's verdict: the hand gradient against autodiff, float64 finite differences and jax.jit.
+
+Every check of the package (`check_layer`, `check_network`, `check_loss`) ends here, so there is one
+set of verdicts (`VERDICTS`); a row passes only as `ok` or `kink`:
+
+- **non-finite**: a NaN or an infinity in the hand gradient (eager or jitted), in autodiff, or in the
+  finite differences. It fails whatever else holds; the row names the array and the first bad index.
+- **references disagree**: autodiff and finite differences differ at the smooth entries probed (a
+  precision problem, or a forward that is not what its autodiff says), so nothing can be judged.
+- **backward wrong**: hand != autodiff at an entry that no kink excuses.
+- **eager vs jit**: the backward gives other numbers under `jax.jit` (it reads Python state).
+- **by design** (passes; `check_vjp(..., by_design=True)` only): the rule differs from the gradient
+  on purpose (a straight-through estimator, a clipped backward); the row shows by how much.
+- **kink** (passes): the function has a kink at some probed entry, and wherever hand differs from
+  autodiff there, the hand value lies between the one-sided difference quotients (it is a possible
+  derivative at that point, e.g. 0 or 1 for ReLU at 0; -1000 is not).
+- **shape/dtype mismatch**, and for user code that fails, **raised** and **structure mismatch**
+  (`fnbackprop.check.verify`).
+
+Kinks are found by one-sided difference quotients at two steps, h and h/4: a kink's slope jump
+f'(x+) - f'(x-) stays as h shrinks, curvature's shrinks with h. The threshold is relative to the
+tensor's own gradient scale (a slope jump of 1e-4 on gradients of 1e-5 is a kink) plus the
+quotients' rounding level.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from .numerics import TOL_FINITE_DIFF, first_non_finite, leaf_rel_err
+
+Array = jax.Array
+
+#: most entries of one tensor probed at random by finite differences (entries where hand and
+#: autodiff differ are probed too, up to as many again)
+MAX_FD_ENTRIES = 512
+#: a slope jump this large relative to the tensor's largest gradient marks a kink
+KINK_TOL = 1e-3
+#: the finite-difference step, relative to max(1, |entry|); the second step is FD_STEP / SMALL_STEP
+FD_STEP = 6e-6
+SMALL_STEP = 4
+#: rounding level of a difference quotient, in units of eps |f| / h, below which a jump is noise
+ROUNDING_UNITS = 100
+
+VERDICTS = ("ok", "kink", "by design", "backward wrong", "eager vs jit", "non-finite", "references disagree",
+            "shape/dtype mismatch", "raised", "structure mismatch")
+PASSING = ("ok", "kink", "by design")
+
+
+class TensorRow(NamedTuple):
+    name: str
+    shape: tuple
+    shape_ok: bool
+    max_abs_err: float
+    rel_err: float  # hand vs autodiff
+    worst_index: tuple
+    ratio: float  # least-squares hand / autodiff
+    fd_rel_err: float  # autodiff vs finite differences, over the smooth entries probed (nan: not checked)
+    kinks: int
+    verdict: str  # one of VERDICTS
+    jit_rel_err: float = float("nan")  # hand eager vs hand under jax.jit
+    detail: str = ""  # what went wrong, where, in words
+    diagnosis: str = ""  # failing rows: the kind of mistake, then the evidence (`fnbackprop.check.diagnosis`)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict in PASSING
+
+
+class Report(NamedTuple):
+    subject: str
+    rows: list
+    jit_rel_err: float
+    tol: float
+    fd_tol: float
+    warnings: list
+    notes: tuple = ()  # how the check was set up (e.g. parameters moved off special values)
+    traceback: str = ""  # of user code that raised (`fnbackprop check --traceback` prints it)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.rows) and all(r.ok for r in self.rows)
+
+    def failing(self) -> list[TensorRow]:
+        return [r for r in self.rows if not r.ok]
+
+    @property
+    def diagnosis(self) -> str:
+        """The report's diagnosis: the first failing row's that names a kind (not `unknown`), else the
+        first failing row's ('' when it passed). A mistake in one place spreads to the tensors computed
+        from it; the row where it fits a pattern is where it shows its kind."""
+        found = [r.diagnosis for r in self.failing() if r.diagnosis]
+        return next((d for d in found if not d.startswith("unknown")), found[0] if found else "")
+
+    def verdict_line(self) -> str:
+        """One line: PASS, or FAIL with the failing tensors grouped by verdict, then each kind of mistake the
+        diagnosis names, once (with the first row's evidence, and the tensors that show it when there are several kinds)."""
+        if self.passed:
+            return f"PASS: every tensor of {self.subject} agrees"
+        if not self.rows:
+            return f"FAIL: {self.subject} has no tensor to check"
+        by_verdict: dict[str, list[str]] = {}
+        by_kind: dict[str, tuple[str, list[str]]] = {}
+        for r in self.failing():
+            by_verdict.setdefault(r.verdict, []).append(r.name)
+            if r.diagnosis:
+                by_kind.setdefault(r.diagnosis.split(":")[0], (r.diagnosis, []))[1].append(r.name)
+        line = "FAIL: " + "; ".join(f"{_names(names)}: {verdict}" for verdict, names in by_verdict.items())
+        if by_kind:
+            line += " | diagnosis: " + "; ".join(
+                first if len(by_kind) == 1 else f"{first} ({_names(names)})" for first, names in by_kind.values())
+        return line
+
+    def __str__(self) -> str:
+        """The report as a plain-text table (what `print(report)` shows): a header, one line per tensor
+        (failing ones marked X), the verdict line, then the notes and warnings."""
+        header = ("", "tensor", "shape", "verdict", "rel err", "hand/auto", "detail")
+        table = [header] + [("X" if not r.ok else "", r.name, str(r.shape), r.verdict, _err(r.rel_err),
+                             "-" if r.ratio != r.ratio else f"x{r.ratio:.4g}", r.detail) for r in self.rows]
+        widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+        lines = [f"{self.subject}: hand-coded backward vs autodiff (tolerance {self.tol:g}) vs finite differences "
+                 f"(tolerance {self.fd_tol:g}); eager vs jit {_err(self.jit_rel_err)}"]
+        lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + ("  " + row[-1] if row[-1] else "")
+                  for row in table]
+        lines.append(self.verdict_line())
+        lines += [f"note: {n}" for n in self.notes] + [f"warning: {w}" for w in self.warnings]
+        return "\n".join(line.rstrip() for line in lines)
+
+    def to_dict(self) -> dict:
+        return {"subject": self.subject, "passed": self.passed, "jit_rel_err": self.jit_rel_err, "tol": self.tol,
+                "fd_tol": self.fd_tol, "diagnosis": self.diagnosis, "warnings": list(self.warnings), "notes": list(self.notes),
+                "rows": [r._asdict() for r in self.rows]}
+
+
+def _names(names: list[str], most: int = 4) -> str:
+    """The tensors' names, the first `most` of a long list and a count of the rest."""
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown} and {len(names) - most} more"
+
+
+def _err(value: float) -> str:
+    return "-" if value != value else f"{value:.1e}"
+
+
+def failure_row(name: str, verdict: str, detail: str, shape: tuple = ()) -> TensorRow:
+    """A row for something that could not be compared at all (a mismatch, or user code that failed)."""
+    inf, nan = float("inf"), float("nan")
+    return TensorRow(name, tuple(shape), verdict != "shape/dtype mismatch", inf, inf, (), nan, nan, 0, verdict, nan, detail)
+
+
+# ----- finite differences on chosen entries ----------------------------------------------------------
+class FDSample(NamedTuple):
+    """Finite differences of a scalar f at some entries of one tensor.
+
+    slopes[0:2]: forward and backward quotients (f(x+h) - f(x)) / h, (f(x) - f(x-h)) / h;
+    slopes[2:4]: the same at h / SMALL_STEP. noise: eps max|f| / h, the quotients' rounding unit at h.
+    """
+
+    index: np.ndarray  # type: ignore[assignment]  # the field shadows tuple.index, which nothing here calls
+    slopes: np.ndarray
+    noise: np.ndarray
+
+
+def numpy_rng(key: Array) -> np.random.Generator:
+    """A numpy generator seeded by a JAX key's bits: draws of any size without compiling a kernel for each."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+
+
+def random_entries(key: Array, size: int, most: int = MAX_FD_ENTRIES) -> np.ndarray:
+    """All flat indices of a tensor of `size` entries, or `most` of them drawn without replacement."""
+    if size <= most:
+        return np.arange(size)
+    return np.sort(numpy_rng(key).choice(size, most, replace=False))
+
+
+#: most floats held at once by the batched evaluations of finite differences (evaluations x entries)
+FD_BATCH_FLOATS = 2**24
+#: below this many floats in all, the evaluations run eagerly (their small kernels are cached by shape,
+#: cheaper than compiling the whole for every check); above, as one compiled program
+FD_EAGER_FLOATS = 2**18
+
+
+def finite_differences_at(f: Callable[[Any], Array], tree: Any, key: Array, indices: list | None = None) -> list[FDSample]:
+    """Per leaf of `tree`, an `FDSample` of the scalar f at `indices[leaf]` (random entries if None).
+
+    The step per entry is h = FD_STEP max(1, |entry|), near eps^(1/3) in float64, balancing the
+    truncation (h^2) of the central quotient against rounding (eps / h). Every evaluation, of every
+    leaf, runs in one vmapped eager call; past FD_EAGER_FLOATS floats in all, in one compiled
+    `lax.map` over batches of at most FD_BATCH_FLOATS floats.
+    """
+    leaves = jax.tree_util.tree_leaves(tree)
+    flat, unravel = ravel_pytree(tree)
+    keys = jax.random.split(key, max(1, len(leaves)))
+    per_leaf = [np.asarray(indices[j] if indices is not None else random_entries(keys[j], jnp.size(leaf)), np.int64)
+                for j, leaf in enumerate(leaves)]
+    offsets = np.cumsum([0] + [int(jnp.size(leaf)) for leaf in leaves])
+    where = np.concatenate([offsets[j] + idx for j, idx in enumerate(per_leaf)] + [np.zeros(0, np.int64)])
+    h = FD_STEP * np.maximum(1.0, np.abs(np.asarray(flat, np.float64)[where]))
+    steps = np.concatenate([h, -h, h / SMALL_STEP, -h / SMALL_STEP])
+
+    def evaluate(flat, where, steps):
+        moved = lambda a: f(unravel(flat.at[a[0]].add(a[1].astype(flat.dtype))))  # noqa: E731
+        if steps.size * flat.size <= FD_EAGER_FLOATS:  # small: one vmapped eager call, its kernels cached by shape
+            return f(unravel(flat)), jax.vmap(moved)((where, steps))
+        batch = max(1, FD_BATCH_FLOATS // flat.size)  # large: compiled (the point an argument, not a constant to fold)
+
+        def compiled(flat, where, steps):
+            moved = lambda a: f(unravel(flat.at[a[0]].add(a[1].astype(flat.dtype))))  # noqa: E731
+            return f(unravel(flat)), jax.lax.map(moved, (where, steps), batch_size=batch)
+
+        return jax.jit(compiled)(flat, where, steps)
+
+    f0, values = evaluate(flat, jnp.asarray(np.tile(where, 4)), jnp.asarray(steps))
+    f0 = float(f0)
+    plus, minus, plus2, minus2 = np.asarray(values, np.float64).reshape(4, -1)
+    slopes = np.stack([(plus - f0) / h, (f0 - minus) / h, SMALL_STEP * (plus2 - f0) / h, SMALL_STEP * (f0 - minus2) / h])
+    level = np.max(np.abs(np.stack([plus, minus, plus2, minus2, np.full_like(plus, f0)])), axis=0)
+    noise = float(jnp.finfo(jnp.float64).eps) * level / h
+    bounds = np.cumsum([0] + [idx.size for idx in per_leaf])
+    return [FDSample(idx, slopes[:, a:b], noise[a:b]) for idx, a, b in zip(per_leaf, bounds[:-1], bounds[1:])]
+
+
+def entries_to_probe(hand: Any, auto: Any, tol: float, floor: float, key: Array, most: int = MAX_FD_ENTRIES) -> np.ndarray:
+    """`most` random entries, plus (largest error first, up to `most`) those where hand != autodiff,
+    so that every entry a kink might excuse has its one-sided slopes measured."""
+    auto = np.asarray(auto)
+    probe = random_entries(key, auto.size, most)
+    hand = np.asarray(hand) if hasattr(hand, "shape") else None
+    if hand is not None and hand.shape == auto.shape and np.issubdtype(hand.dtype, np.floating):
+        with np.errstate(invalid="ignore"):
+            diff = np.abs(hand.astype(np.float64) - auto).reshape(-1)
+        scale = max(np.nanmax(np.abs(auto), initial=0.0), floor)
+        bad = np.flatnonzero(~(diff <= tol * scale))
+        probe = np.union1d(probe, bad[np.argsort(-np.nan_to_num(diff[bad], nan=np.inf))][:most])
+    return probe
+
+
+# ----- comparing one tensor --------------------------------------------------------------------------
+def best_fit_ratio(hand: np.ndarray, auto: np.ndarray) -> float:
+    """c minimising ||hand - c auto||: <hand, auto> / <auto, auto> (nan when auto is 0)."""
+    denom = float(np.vdot(auto, auto))
+    return float(np.vdot(hand, auto)) / denom if denom > 0 else float("nan")
+
+
+def _mismatch(hand: Any, auto: np.ndarray, expected_dtype: Any = None, label: str = "hand") -> str:
+    """'' when `hand` is an array of auto's shape and the expected dtype (auto's by default), else what differs."""
+    want = np.dtype(auto.dtype if expected_dtype is None else expected_dtype)
+    shape, dtype = getattr(hand, "shape", None), getattr(hand, "dtype", None)
+    if shape is None or dtype is None:
+        return f"{label} is a {type(hand).__name__}, not an array; expected {want.name}{list(auto.shape)}"
+    if tuple(shape) != auto.shape or np.dtype(dtype) != want:
+        return f"{label} is {np.dtype(dtype).name}{list(shape)}, expected {want.name}{list(auto.shape)}"
+    return ""
+
+
+def _non_finite(hand: np.ndarray, auto: np.ndarray, jitted: Any, sample: FDSample | None) -> str:
+    """'' when every number is finite, else which array holds the first NaN or infinity, and where."""
+    arrays = [("hand gradient", hand), ("hand gradient under jax.jit", jitted), ("autodiff", auto)]
+    for label, array in arrays:
+        if array is not None and (at := first_non_finite(array)) is not None:
+            return f"{label} is {np.asarray(array)[at]} at {at}"
+    if sample is not None and (at := first_non_finite(sample.slopes)) is not None:
+        index = tuple(int(i) for i in np.unravel_index(sample.index[at[1]], auto.shape))
+        return f"finite differences are {sample.slopes[at]} at {index} (the forward is not finite next to this point)"
+    return ""
+
+
+class KinkAnalysis(NamedTuple):
+    central: np.ndarray  # the central quotient at the largest step that sees no kink
+    kink: np.ndarray  # bool: the slope jumps at this entry
+    low: np.ndarray  # one-sided quotients at the small step, ordered: a derivative there lies between
+    high: np.ndarray
+
+
+def analyse_kinks(sample: FDSample, grad_scale: float) -> KinkAnalysis:
+    """Which probed entries sit on a kink, and the central quotient to trust at the others."""
+    fwd, bwd, fwd2, bwd2 = sample.slopes
+    jump, jump2 = np.abs(fwd - bwd), np.abs(fwd2 - bwd2)
+    smooth = jump <= KINK_TOL * grad_scale + ROUNDING_UNITS * sample.noise
+    persists = (jump2 > KINK_TOL * grad_scale + ROUNDING_UNITS * SMALL_STEP * sample.noise) & (jump2 > jump / 2)
+    central = np.where(smooth, (fwd + bwd) / 2, (fwd2 + bwd2) / 2)  # a kink between h/4 and h: the small step is smooth
+    return KinkAnalysis(central, ~smooth & persists, np.minimum(fwd2, bwd2), np.maximum(fwd2, bwd2))
+
+
+def compare_tensor(name: str, hand: Any, auto: Any, tol: float, *, jitted: Any = None, sample: FDSample | None = None,
+                   fd_tol: float = TOL_FINITE_DIFF, floor: float = 0.0, expected_dtype: Any = None,
+                   fd_projected: float = float("nan")) -> TensorRow:
+    """One row: hand vs autodiff at every entry, hand vs jitted hand, autodiff vs finite differences
+    at the probed entries (and `fd_projected`, its error along random directions in fast mode), and
+    at kinks the hand value against the one-sided quotients.
+
+    `floor` is the smallest scale a relative error is taken against (`fnbackprop.check.numerics.noise_floor`).
+    """
+    auto = np.asarray(auto)
+    problem = _mismatch(hand, auto, expected_dtype) or (
+        _mismatch(jitted, auto, expected_dtype, "hand under jax.jit") if jitted is not None else "")
+    if problem:
+        return failure_row(name, "shape/dtype mismatch", problem, auto.shape)
+    hand = np.asarray(hand)
+    jitted = None if jitted is None else np.asarray(jitted)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(hand.astype(np.float64) - auto)
+    worst = tuple(int(i) for i in np.unravel_index(np.argmax(np.where(np.isnan(diff), np.inf, diff)), diff.shape)) if diff.size else ()
+    rel = leaf_rel_err(hand, auto, floor)
+    jit_rel = leaf_rel_err(hand, jitted, floor) if jitted is not None else float("nan")
+    ratio = best_fit_ratio(hand, auto) if np.all(np.isfinite(hand)) and np.all(np.isfinite(auto)) else float("nan")
+
+    def row(verdict: str, detail: str = "", fd_rel: float = float("nan"), kinks: int = 0) -> TensorRow:
+        return TensorRow(name, tuple(auto.shape), True, float(np.max(diff, initial=0.0)), rel, worst, ratio, fd_rel, kinks,
+                         verdict, jit_rel, detail)
+
+    if nonfinite := _non_finite(hand, auto, jitted, sample):
+        return row("non-finite", nonfinite)
+    scale = max(np.max(np.abs(hand), initial=0.0), np.max(np.abs(auto), initial=0.0), floor)
+    bad = (diff > tol * scale).reshape(-1)
+    excused = np.zeros(auto.size, bool)
+    at_kink = np.zeros(auto.size, bool)
+    low, high = np.full(auto.size, np.nan), np.full(auto.size, np.nan)  # one-sided slopes at the probed kinks
+    fd_rel, kinks = float("nan"), 0
+    if sample is not None and sample.index.size:
+        grad_scale = max(float(np.max(np.abs(auto), initial=0.0)), floor)
+        k = analyse_kinks(sample, grad_scale)
+        fd_rel = leaf_rel_err(auto.reshape(-1)[sample.index[~k.kink]], k.central[~k.kink], floor)
+        margin = fd_tol * grad_scale + ROUNDING_UNITS * SMALL_STEP * sample.noise
+        h = hand.reshape(-1)[sample.index]
+        at_kink[sample.index[k.kink]] = True
+        low[sample.index], high[sample.index] = k.low, k.high
+        excused[sample.index[k.kink & (h >= k.low - margin) & (h <= k.high + margin)]] = True
+        kinks = int(k.kink.sum())
+    wrong = bad & ~excused
+    if fd_projected == fd_projected:
+        fd_rel = fd_projected if fd_rel != fd_rel else max(fd_rel, fd_projected)
+    if fd_rel > fd_tol:
+        return row("references disagree", f"autodiff and finite differences differ by {fd_rel:.1e} (tolerance {fd_tol:g}) "
+                                          "at smooth entries or along random directions: the forward's autodiff is not its "
+                                          "derivative", fd_rel, kinks)
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[np.argmax(diff.reshape(-1)[wrong])])
+        where = tuple(int(v) for v in np.unravel_index(i, auto.shape))
+        detail = f"hand {hand.reshape(-1)[i]:.6g} vs autodiff {auto.reshape(-1)[i]:.6g} at {where}"
+        if at_kink[i]:
+            detail += f", a kink, but outside the one-sided slopes [{low[i]:.6g}, {high[i]:.6g}]"
+        return row("backward wrong", detail, fd_rel, kinks)
+    if jit_rel > tol:
+        return row("eager vs jit", f"the backward gives other values under jax.jit (rel. error {jit_rel:.1e}): "
+                                   "it reads Python state or concrete values", fd_rel, kinks)
+    return row("kink" if kinks else "ok", f"{kinks} probed entries sit on kinks" if kinks else "", fd_rel, kinks)

@@ -1,0 +1,317 @@
+"""Check any custom gradient: a `jax.custom_vjp` (or `custom_jvp`) rule, or a plain function with your rule.
+
+    report = fb.check_vjp(my_custom_vjp_fn, x, w)             # the rule vs autodiff of f.fun vs float64 FD
+    report = fb.check_vjp(primal, x, w, vjp=my_rule)           # a rule not yet wrapped: my_rule(x, w, ct) -> (dx, dw)
+    report.passed, report.failing(), report.to_dict()          # the same Report and rows as check_layer
+
+One row per input leaf, named by its position and pytree path (`args[1]['W']`), with the verdicts of
+`fnbackprop.check.verdicts`. The custom rule runs through `jax.vjp` of the decorated function (eagerly and
+under `jax.jit`), with a random output cotangent; the references are `jax.vjp` of the undecorated
+primal (`f.fun`, the rule bypassed) and float64 central finite differences of <f(args), ct>.
+Integer and boolean inputs have no gradient (JAX gives them float0 cotangents): they get an `ok` row
+saying so, and are never perturbed. Arguments in the function's `nondiff_argnums` are passed as they
+are and named in the report's notes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .numerics import TOL_FINITE_DIFF
+from .projections import FAST_NOTE, PROJECTIONS
+from .verdicts import Report, TensorRow, finite_differences_at
+from .numerics import leaf_rel_err
+from .rules import custom_rules, without_rules
+from .verify import UserCodeFailed, as_dtype, expect_like, guarded, judge, report_of, run_user, tolerances, variant_gradients
+
+Array = jax.Array
+
+
+def _undecorated(f: Callable, vjp: Callable | None) -> tuple[Callable, Callable, tuple[int, ...]]:
+    """(the function whose rule is checked, the primal autodiff differentiates, nondiff_argnums)."""
+    if vjp is not None:
+        ruled = jax.custom_vjp(f)
+        ruled.defvjp(lambda *a: (f(*a), a), lambda a, ct: tuple(vjp(*a, ct)))
+        return ruled, f, ()
+    if isinstance(f, (jax.custom_vjp, jax.custom_jvp)):
+        return f, f.fun, tuple(f.nondiff_argnums)
+    return f, without_rules(f), ()  # a function with custom rules inside (a model): autodiff with every rule bypassed
+
+
+def _pairing(leaves: list, others: list) -> Array:
+    """sum_i <leaves_i, others_i> over the floating leaves (0 when there is none)."""
+    total = jnp.zeros(())
+    for leaf, other in zip(leaves, others):
+        if _is_float(leaf):
+            total = total + jnp.vdot(leaf, other)
+    return total
+
+
+def _is_float(leaf: Any) -> bool:
+    return jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact)
+
+
+#: below float64 (with no tol given), a rule may be off the float64 reference by this factor times
+#: autodiff's own error at the same precision (the rule FlashAttention's tests use)
+PRECISION_FACTOR = 2.0
+#: ... where autodiff's own error counts as at least this many units of the precision's epsilon (a rule
+#: computed by another, equally valid formula may round differently by a few eps)
+EPS_UNITS = 4
+#: examples stacked for the vmap and scan rows
+TRANSFORM_BATCH = 3
+TRANSFORMS = ("jax.vmap", "lax.scan", "jax.checkpoint")
+
+
+def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array | None = None, dtype=jnp.float64,
+              tol: float | None = None, fd_tol: float = TOL_FINITE_DIFF, transforms: tuple = TRANSFORMS,
+              second_order: bool = False, by_design: bool = False, fast: bool = False,
+              finite_differences: Callable = finite_differences_at) -> Report:
+    """Check the custom VJP rule of `f` at `args` (any pytrees), input leaf by input leaf.
+
+    Floating inputs are cast to `dtype`. `vjp(*args, ct)`, when given, is the rule of the plain
+    function `f`: it returns one cotangent per argument. In float64 the rule must equal autodiff to
+    1e-10; below float64, with no `tol` given, each tensor's error against float64 autodiff may be at
+    most PRECISION_FACTOR times autodiff's own error at that precision (so a correct rule passes in
+    bfloat16 with no tolerance chosen), and the Taylor rate is measured on the rule run in float64.
+
+    Then, per transform in `transforms`, one row per input leaf named "args[i]... under T", the rule
+    against autodiff of the primal under the same transform: `jax.vmap` over TRANSFORM_BATCH examples
+    (each float input moved by 0.1 N(0, 1), each with its own cotangent), `lax.scan` over the same
+    examples one step each, `jax.checkpoint` around f. With `second_order=True`, also the gradient of
+    <rule(args, ct), w> for a random w (the rule differentiated), against the same for the primal.
+
+    `fast=True` (for models: a million parameters in seconds) takes the finite differences along
+    PROJECTIONS random directions of all inputs at once instead of entry by entry, and entry-wise only
+    inside the leaves that fail (`fnbackprop.check.projections`); hand vs autodiff is still every entry.
+
+    `by_design=True` declares that the rule differs from the gradient on purpose (a straight-through
+    estimator, a clipped backward): its `backward wrong` rows become `by design`, passing, with the
+    size of the difference in the detail.
+    """
+    ruled, primal, nondiff = _undecorated(f, vjp)
+    must_call_rules = vjp is None and not isinstance(f, (jax.custom_vjp, jax.custom_jvp))
+    subject = getattr(primal, "__name__", type(primal).__name__)
+    key = jax.random.PRNGKey(0) if key is None else key
+
+    relative_to_autodiff = tol is None and jnp.dtype(dtype) != jnp.float64
+    projections = PROJECTIONS if fast else 0
+
+    def body() -> Report:
+        tol_, fd_tol_, warns = tolerances(dtype, tol, fd_tol)
+        cast = [a if i in nondiff else as_dtype(a, dtype) for i, a in enumerate(args)]
+        diff = [i for i in range(len(cast)) if i not in nondiff]
+        if must_call_rules and not run_user("the function", custom_rules, f, *cast):
+            raise TypeError(f"check_vjp needs a jax.custom_vjp or jax.custom_jvp function, a function that calls one, or "
+                            f"vjp=your_rule; {subject} calls no custom rule at these arguments")
+
+        def call(fn: Callable, diff_args: list) -> Any:
+            full = list(cast)
+            for i, a in zip(diff, diff_args):
+                full[i] = a
+            return fn(*full)
+
+        out = run_user("the function", call, ruled, [cast[i] for i in diff])
+        ct = jax.tree_util.tree_map(lambda o: jax.random.normal(key, jnp.shape(o), dtype) if _is_float(o) else np.zeros(jnp.shape(o), jax.dtypes.float0), out)
+
+        def pullback(fn: Callable) -> Callable:
+            return lambda diff_args, c: jax.vjp(lambda *d: call(fn, list(d)), *diff_args)[1](c)
+
+        refused = ""
+        try:
+            hand = run_user("the custom rule (jax.vjp of f)", pullback(ruled), [cast[i] for i in diff], ct)
+        except UserCodeFailed as failure:  # JAX refuses cotangents of the wrong shape: compare the rule's own output
+            raw = _raw_rule(f, vjp, cast, nondiff, ct)
+            if raw is None:
+                raise
+            hand, refused = raw, failure.detail
+        expect_like("the custom rule", list(hand), [cast[i] for i in diff], "the rule's cotangents")
+        jitted = [None] * len(diff) if refused else run_user("the custom rule under jax.jit", jax.jit(pullback(ruled)),
+                                                             [cast[i] for i in diff], ct)
+        auto = run_user("autodiff of the undecorated function", jax.jit(pullback(primal)), [cast[i] for i in diff], ct)
+        order: list[str] = []
+        names: list[str] = []
+        hand_l: list = []
+        auto_l: list = []
+        jit_l: list = []
+        point: list = []
+        integer_rows: dict[str, TensorRow] = {}
+        for i, h, a, j in zip(diff, hand, auto, jitted):
+            a_leaves = jax.tree_util.tree_leaves(a)
+            j_leaves = [None] * len(a_leaves) if j is None else jax.tree_util.tree_leaves(j)
+            for (path, value), hv, av, jv in zip(jax.tree_util.tree_flatten_with_path(cast[i])[0], jax.tree_util.tree_leaves(h),
+                                                 a_leaves, j_leaves):
+                name = f"args[{i}]{jax.tree_util.keystr(path)}"
+                order.append(name)
+                if not _is_float(value):
+                    integer_rows[name] = TensorRow(name, tuple(jnp.shape(value)), True, 0.0, 0.0, (), float("nan"), float("nan"), 0,
+                                                   "ok", float("nan"), f"{jnp.asarray(value).dtype} input: not differentiable "
+                                                                       "(float0 cotangent)")
+                    continue
+                names.append(name)
+                hand_l.append(hv)
+                auto_l.append(av)
+                jit_l.append(jv)
+                point.append(value)
+        flat = [jax.tree_util.tree_flatten(cast[i]) for i in diff]
+        slots = [(a, j) for a, (leaves, _) in enumerate(flat) for j, v in enumerate(leaves) if _is_float(v)]
+
+        def scalar(floats: list) -> Array:
+            """<primal(args), ct> with the floating leaves of the differentiated arguments replaced by `floats`."""
+            leaves = [list(args_leaves) for args_leaves, _ in flat]
+            for (a, j), value in zip(slots, floats):
+                leaves[a][j] = value
+            result = call(primal, [jax.tree_util.tree_unflatten(treedef, lv) for lv, (_, treedef) in zip(leaves, flat)])
+            return _pairing(jax.tree_util.tree_leaves(result), [jnp.asarray(c, jnp.float64) for c in jax.tree_util.tree_leaves(ct)])
+
+        diff_args = [cast[i] for i in diff]
+        fd = (scalar, point, key, finite_differences)
+        outputs = [o for o in jax.tree_util.tree_leaves(out) if _is_float(o)]  # an elementwise map: dx = ct g'(x)
+        local = {n: (jax.tree_util.tree_leaves(ct)[0], outputs[0]) for n, v in zip(names, point)
+                 if len(jax.tree_util.tree_leaves(out)) == 1 and outputs and jnp.shape(outputs[0]) == jnp.shape(v)}
+        variants = variant_gradients(lambda *d: call(primal, list(d)), tuple(diff_args), ct,
+                                     lambda g: _float_leaves(g, order, integer_rows))
+        if relative_to_autodiff:  # below float64: the rule's error may be PRECISION_FACTOR x autodiff's own
+            def in_float64(stage: str, fn: Callable) -> list:
+                return _float_leaves(run_user(stage, jax.jit(pullback(fn)), as_dtype(diff_args, jnp.float64),
+                                              as_dtype(ct, jnp.float64)), order, integer_rows)
+
+            with jax.enable_x64(True):  # (the rule in float64 feeds the Taylor test only; a refused rule has no rate)
+                ref = in_float64("autodiff in float64", primal)
+                rule64 = hand_l if refused else in_float64("the custom rule in float64", ruled)
+            floor = EPS_UNITS * float(jnp.finfo(dtype).eps)
+            tols = [PRECISION_FACTOR * max(leaf_rel_err(a, r), floor) for a, r in zip(auto_l, ref)]
+            judged_rows = judge(names, hand_l, ref, jit_l, tol_, fd_tol, dtype, fd, local, tols=tols,
+                                 expected_dtypes=[jnp.asarray(v).dtype for v in point], projections=projections,
+                                 variants=variants)
+            tol_ = max(tols, default=tol_)
+        else:
+            rule64 = hand_l
+            judged_rows = judge(names, hand_l, auto_l, jit_l, tol_, fd_tol_, dtype, fd, local, projections=projections,
+                                variants=variants)
+        judged = dict(zip(names, judged_rows))
+        rows = [judged.get(name) or integer_rows[name] for name in order]  # in the order of the arguments
+        for transform in () if refused else transforms + (("second order",) if second_order else ()):
+            hand_t, auto_t = _under(transform, pullback(ruled), pullback(primal), diff_args, ct, key, dtype)
+            hand_t, auto_t = (_float_leaves(t, order, integer_rows) for t in (hand_t, auto_t))
+            t_tol = (PRECISION_FACTOR + 1) * tol_ / PRECISION_FACTOR if relative_to_autodiff else tol_
+            rows += judge([f"{n} under {transform}" for n in names], hand_t, auto_t, [None] * len(names), t_tol, fd_tol_, dtype)
+        with jax.enable_x64(True):
+            rate = taylor_rate(scalar, [jnp.asarray(v, jnp.float64) for v in point], [jnp.asarray(h, jnp.float64) for h in rule64], key)
+        notes: tuple[str, ...] = (f"Taylor remainder |f(x + h v) - f(x) - h <g, v>| of the rule's g falls like h^{rate:.2f} for h from "
+                 f"{TAYLOR_STEPS[0]:g} to {TAYLOR_STEPS[-1]:g} (h^2: consistent with a correct gradient; h^1: wrong)"
+                                  if rate == rate else "Taylor remainder not measured: the rule's cotangents do not have the inputs' shapes",)
+        notes += (f"nondiff_argnums {nondiff} passed as given",) if nondiff else ()
+        notes += (FAST_NOTE,) if fast else ()
+        notes += (f"JAX refused the rule ({refused}): its own cotangents are compared, no transform is checked",) if refused else ()
+        if by_design:
+            rows = [_declared(r) if r.verdict == "backward wrong" else r for r in rows]
+            notes += ("declared different from the gradient by design (by_design=True): those rows pass as `by design`",)
+        return report_of(subject, rows, tol_, fd_tol_, warns, notes)
+
+    return guarded(subject, dtype, tol, fd_tol, body)
+
+
+def _raw_rule(f: Callable, vjp: Callable | None, args: list, nondiff: tuple, ct: Any) -> list | None:
+    """The cotangents the rule itself returns, called directly (fwd, then bwd), one per differentiated
+    argument (None, for an argument, becomes float0 zeros); None when the rule cannot be called so."""
+    diff_args = [a for i, a in enumerate(args) if i not in nondiff]
+    try:
+        if vjp is not None:
+            cts = tuple(vjp(*args, ct))
+        elif isinstance(f, jax.custom_vjp):
+            fwd, bwd = f.fwd, f.bwd
+            assert fwd is not None and bwd is not None, "a custom_vjp without defvjp"
+            _, residuals = fwd(*args)
+            cts = tuple(bwd(*[args[i] for i in nondiff], residuals, ct))
+        else:
+            return None
+    except Exception:  # noqa: BLE001 (the rule fails when called directly too: the original failure is the finding)
+        return None
+    if len(cts) != len(diff_args):
+        return None
+    return [jax.tree_util.tree_map(lambda a: np.zeros(jnp.shape(a), jax.dtypes.float0), a) if c is None else c
+            for c, a in zip(cts, diff_args)]
+
+
+def _stack(key: Array, tree: Any, moved: bool) -> Any:
+    """TRANSFORM_BATCH copies of `tree` along a new axis 0, float leaves moved by 0.1 N(0, 1) when `moved`."""
+    def stack(leaf: Any, k: Array) -> Any:
+        copies = jnp.stack([jnp.asarray(leaf)] * TRANSFORM_BATCH)
+        if moved and _is_float(leaf):
+            copies = copies + 0.1 * jax.random.normal(k, copies.shape, copies.dtype)
+        return copies
+
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return jax.tree_util.tree_unflatten(treedef, [stack(leaf, k) for leaf, k in zip(leaves, jax.random.split(key, max(1, len(leaves))))])
+
+
+def _under(transform: str, rule: Callable, reference: Callable, args: list, ct: Any, key: Array, dtype) -> tuple[Any, Any]:
+    """(the rule's cotangents, the reference's) under `transform`; user failures become UserCodeFailed."""
+    k_args, k_ct, k_w = jax.random.split(jax.random.fold_in(key, 17), 3)
+    if transform in ("jax.vmap", "lax.scan"):
+        batch_args = _stack(k_args, args, moved=True)
+        batch_ct = jax.tree_util.tree_map(lambda c: jax.random.normal(k_ct, (TRANSFORM_BATCH, *jnp.shape(c)), dtype)
+                                          if _is_float(c) else np.zeros((TRANSFORM_BATCH, *jnp.shape(c)), c.dtype), ct)
+        if transform == "jax.vmap":
+            run = lambda fn: jax.vmap(fn)(batch_args, batch_ct)  # noqa: E731
+        else:
+            run = lambda fn: jax.lax.scan(lambda carry, ab: (carry, fn(*ab)), None, (batch_args, batch_ct))[1]  # noqa: E731
+        return run_user(f"the custom rule under {transform}", run, rule), run_user(f"autodiff under {transform}", run, reference)
+    if transform == "jax.checkpoint":
+        return (run_user("the custom rule under jax.checkpoint", jax.checkpoint(rule), args, ct),
+                run_user("autodiff under jax.checkpoint", jax.checkpoint(reference), args, ct))
+    if transform == "second order":
+        weights = jax.tree_util.tree_map(lambda a: jax.random.normal(k_w, jnp.shape(a), dtype) if _is_float(a) else None, args)
+
+        def grad_of(fn: Callable) -> Callable:
+            def pairing(a: list) -> Array:
+                cts = fn(a, ct)
+                return _pairing(jax.tree_util.tree_leaves(cts), jax.tree_util.tree_leaves(weights))
+            return lambda: jax.grad(pairing, allow_int=True)(args)
+
+        return run_user("jax.grad of the custom rule", grad_of(rule)), run_user("jax.grad of autodiff", grad_of(reference))
+    raise ValueError(f"unknown transform {transform!r}; expected some of {TRANSFORMS}")
+
+
+#: the steps of the Taylor test, largest first
+TAYLOR_STEPS = tuple(float(h) for h in np.geomspace(1e-1, 1e-5, 9))
+#: the exponent is fitted on the smallest usable steps, where the leading term of the remainder rules
+TAYLOR_FIT_POINTS = 4
+
+
+def taylor_rate(scalar: Callable[[list], Array], point: list, grad: list, key: Array) -> float:
+    """The exponent p of the Taylor remainder r(h) = |f(x + h v) - f(x) - h <g, v>| ~ h^p, in float64,
+    for a random direction v: p = 2 when g is the gradient of f, 1 when it is not. No step size to
+    choose: r is measured over four decades of h (TAYLOR_STEPS), steps where it sinks into the
+    rounding of f are dropped, and p is the log-log slope over the smallest TAYLOR_FIT_POINTS left,
+    where the leading term rules (an error of 1% in g shows as h^1 there, hidden by h^2 at h = 0.1)."""
+    if not point or any(jnp.shape(g) != jnp.shape(x) for g, x in zip(grad, point)):
+        return float("nan")  # nothing to measure, or a gradient of the wrong shape (its own row says so)
+    with jax.enable_x64(True):
+        keys = jax.random.split(jax.random.fold_in(key, 23), len(point))
+        direction = [jax.random.normal(k, jnp.shape(x), jnp.float64) for k, x in zip(keys, point)]
+        slope = sum(float(jnp.vdot(g, v)) for g, v in zip(grad, direction))
+        f0 = float(scalar(point))
+        remainders = np.array([abs(float(scalar([x + h * v for x, v in zip(point, direction)])) - f0 - h * slope)
+                               for h in TAYLOR_STEPS])
+    usable = remainders > 1e4 * np.finfo(np.float64).eps * max(1.0, abs(f0))
+    if usable.sum() < 2:
+        return 2.0  # the remainder is below rounding at every step: f is linear along v, and g agrees
+    steps = np.asarray(TAYLOR_STEPS)[usable][-TAYLOR_FIT_POINTS:]
+    return float(np.polyfit(np.log(steps), np.log(remainders[usable][-TAYLOR_FIT_POINTS:]), 1)[0])
+
+
+def _float_leaves(tree: Any, order: list, integer_rows: dict) -> list:
+    """The leaves of a cotangent tree that belong to floating inputs, in argument order."""
+    return [leaf for name, leaf in zip(order, jax.tree_util.tree_leaves(tree)) if name not in integer_rows]
+
+
+def _declared(row: TensorRow) -> TensorRow:
+    """A `backward wrong` row of a rule declared different by design: passing, with the size of the difference."""
+    ratio = "" if row.ratio != row.ratio else f", best fit rule ~ {row.ratio:.3g} x gradient"
+    return row._replace(verdict="by design", detail=f"differs from the gradient by design: relative difference "
+                                                    f"{row.rel_err:.3g}{ratio}", diagnosis="")

@@ -1,0 +1,3 @@
+"""`fnbackprop` on the command line: one module per command, the shared helpers in `common`."""
+
+from .main import build_parser as build_parser, main as main

@@ -1,0 +1,165 @@
+"""`fnbackprop train --model gpt` and `fnbackprop sample`: the character-level GPT on the command line."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from .common import (UsageError, console, error, gradient_check_passes, in_range, positive_int, run_folder, seed_int,
+                     training_progress)
+
+positive_float = in_range(float, 0, low_open=True)
+non_negative_float = in_range(float, 0)
+non_negative_int = in_range(int, 0)
+fraction = in_range(float, 0, 1, high_open=True)
+
+#: LMConfig fields settable on the command line: argparse type and help (nanoGPT's names)
+GPT_OPTIONS = {
+    "n_layer": (positive_int, "transformer blocks"),
+    "n_head": (positive_int, "attention heads per block"),
+    "n_embd": (positive_int, "the residual stream's width"),
+    "block_size": (positive_int, "context length in characters"),
+    "dropout": (fraction, "dropout rate after attention, the MLP and the embeddings"),
+    "max_iters": (positive_int, "training iterations (lr_decay_iters follows it unless given)"),
+    "min_lr": (non_negative_float, "the cosine schedule's final learning rate"),
+    "warmup_iters": (non_negative_int, "linear warm-up iterations"),
+    "lr_decay_iters": (positive_int, "iterations of the cosine decay"),
+    "beta1": (fraction, "AdamW's beta1"),
+    "beta2": (fraction, "AdamW's beta2"),
+    "weight_decay": (non_negative_float, "AdamW's decoupled weight decay (matrices and embeddings)"),
+    "grad_clip": (positive_float, "clip the gradient's global norm to this"),
+    "eval_interval": (positive_int, "iterations between loss estimates"),
+    "eval_iters": (positive_int, "batches per loss estimate"),
+    "attention_block": (positive_int, "a memory saver of the hand-written backward: blockwise attention in blocks of this many positions"),
+    "head_chunk": (positive_int, "a memory saver of the hand-written backward: the cross-entropy head in chunks of this many rows"),
+}
+FLAGS = {
+    "bias": "biases in linear maps and layer norms",
+    "recompute_gelu": "recompute GELU's input and output in the backward instead of storing them (llm.c's -r 1)",
+    "recompute_norm": "keep each layer norm's input, recompute its normalised values and output in the backward (llm.c's -r 2)",
+}
+#: options of the GPT trainer alone (argparse destinations)
+GPT_ONLY = ("preset", *GPT_OPTIONS, *FLAGS)
+
+
+def preset_values(name: str) -> str:
+    """`name`'s value in each preset, for the help: "preset: 4 (cpu), 6 (gpu)"."""
+    from ..train.lm import PRESETS
+
+    def shown(value):
+        return ("on" if value else "off") if value is None or isinstance(value, bool) else value
+
+    values = {preset.rsplit("-", 1)[-1]: shown(getattr(config, name)) for preset, config in sorted(PRESETS.items())}
+    if len(set(map(str, values.values()))) == 1:
+        return f"preset: {next(iter(values.values()))}"
+    return "preset: " + ", ".join(f"{value} ({where})" for where, value in values.items())
+
+
+def add_gpt_options(train: argparse.ArgumentParser) -> None:
+    """The GPT's options on `fnbackprop train` (with --model gpt; --data-path, --lr, --batch-size, --seed,
+    --grad-source, --out, --resume and --force are shared with the MLP)."""
+    from ..train.lm import PRESETS
+
+    group = train.add_argument_group("gpt (--model gpt): an option not given takes the preset's value")
+    group.add_argument("--preset", default="shakespeare-char-cpu", choices=sorted(PRESETS),
+                       help="nanoGPT's CPU or GPU configuration for Tiny Shakespeare (default: shakespeare-char-cpu)")
+    for name, (kind, text) in GPT_OPTIONS.items():
+        group.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"{text} ({preset_values(name)})")
+    for name, text in FLAGS.items():
+        group.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{text} ({preset_values(name)})")
+
+
+def gpt_config(args: argparse.Namespace):
+    """The preset, with every option given on the command line in its place (ValueError for a bad one)."""
+    from ..train.lm import PRESETS
+
+    given = {name: getattr(args, name) for name in [*GPT_OPTIONS, *FLAGS] if getattr(args, name) is not None}
+    shared = {"lr": args.lr, "batch_size": args.batch_size, "seed": args.seed, "grad_source": args.grad_source}
+    config = replace(PRESETS[args.preset], **given, **{k: v for k, v in shared.items() if v is not None})
+    if "max_iters" in given and "lr_decay_iters" not in given:  # nanoGPT decays over the whole run
+        config = replace(config, lr_decay_iters=config.max_iters)
+    return config
+
+
+def run_train_gpt(args: argparse.Namespace) -> int:
+    """Train the GPT: a gradient check on one batch, then the iterations with a progress display; results.json,
+    loss.png and a checkpoint in the run's folder."""
+    import jax
+
+    from ..train.checkpoint import CheckpointError
+    from ..train.lm import get_batch, load_chars, model_of, train_lm, write_results
+
+    try:
+        config = gpt_config(args)
+        data = load_chars(args.data_path)
+        model = model_of(config, data.vocab_size)
+        out = run_folder(args.out, f"runs/gpt-{args.preset}-{config.grad_source}-seed{config.seed}", resume=args.resume,
+                         force=args.force)
+    except (ValueError, FileNotFoundError, UsageError) as err:
+        error("train", str(err))
+        return 2
+    params = model.init(jax.random.PRNGKey(config.seed))
+    console.print(f"[bold]GPT[/bold] {config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, context "
+                  f"{config.block_size}: {model.n_params(params) / 1e6:.2f} M parameters; {len(data.train):,} training and "
+                  f"{len(data.val):,} validation characters, vocabulary {data.vocab_size}; {config.max_iters} iterations of "
+                  f"batch {config.batch_size}, {config.grad_source} gradients; writing to {out}", highlight=False)
+    x, y = get_batch(jax.random.PRNGKey(1), jax.numpy.asarray(data.train), config.batch_size, config.block_size)
+    if not gradient_check_passes(model, params, x, y):
+        return 1
+    with training_progress("iteration") as progress:
+        task = progress.add_task("compiling...", total=config.max_iters)
+
+        def show(record: dict) -> None:
+            progress.update(task, completed=record["iteration"],
+                            description=f"train loss {record['train_loss']:.4f}  val loss {record['val_loss']:.4f}")
+
+        try:
+            result = train_lm(config, data, out, resume=args.resume, on_eval=show)
+        except (ValueError, FileNotFoundError, CheckpointError, FloatingPointError) as err:
+            progress.stop()
+            error("train", str(err))
+            return 3 if isinstance(err, FloatingPointError) else 2
+    write_results(result, data, out, {"preset": args.preset, "data_path": str(args.data_path or "default")})
+    console.print(f"done: validation loss {result.final_val_loss:.4f} on 200 batches; training loop {result.train_seconds:.1f} s "
+                  f"({1e3 * result.train_seconds / config.max_iters:.1f} ms per iteration)")
+    console.print(f"results: {out / 'results.json'}, plot: {out / 'loss.png'}, checkpoint: {out / 'checkpoint.npz'}; "
+                  f"sample with: fnbackprop sample --out {out}", highlight=False)
+    return 0
+
+
+def add_sample_command(sub) -> None:
+    sample = sub.add_parser("sample", help="print text from a GPT trained with `fnbackprop train --model gpt`",
+                            description="Continue a prompt with the GPT saved in a run's folder (its checkpoint holds the "
+                                        "weights and the vocabulary, so no data is read).")
+    sample.add_argument("--out", required=True, help="the run's folder, as given to `fnbackprop train --model gpt --out`")
+    sample.add_argument("--prompt", default="\n", help="text to continue, in the characters of the training text "
+                                                       "(default: a new line)")
+    sample.add_argument("--tokens", type=positive_int, default=500, help="characters to generate")
+    sample.add_argument("--temperature", type=in_range(float, 0, low_open=True), default=0.8,
+                        help="divides the logits: lower is more conservative")
+    sample.add_argument("--top-k", type=positive_int, default=200, help="sample among the k likeliest characters")
+    sample.add_argument("--seed", type=seed_int, default=0, help="the sampling's random key")
+    sample.add_argument("--data-path", help=argparse.SUPPRESS)  # refused: the vocabulary comes from the checkpoint
+    sample.set_defaults(func=run_sample)
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    """Print text generated by a saved run."""
+    import jax
+
+    from ..train.checkpoint import CheckpointError
+    from ..train.lm import NotALanguageModel, generate, load_run
+
+    if "data_path" in args.given:
+        error("sample", "--data-path does not apply: the vocabulary and the weights come from the run's checkpoint (--out)")
+        return 2
+    try:
+        model, params, data, _ = load_run(args.out)
+        prompt = data.encode(args.prompt or "\n")
+        tokens = generate(model, params, prompt, args.tokens, jax.random.PRNGKey(args.seed), args.temperature, args.top_k)
+    except (CheckpointError, ValueError, FileNotFoundError, NotALanguageModel) as err:
+        error("sample", str(err))
+        return 2
+    print(data.decode(tokens))
+    return 0

@@ -1,0 +1,42 @@
+"""One of two processes on loopback (run by tests/parallel/test_parallel.py): the data-parallel hand-coded
+backward across hosts via jax.distributed, compared with single-process jax.grad on the whole batch."""
+
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.config.update("jax_enable_x64", True)
+process_id, port = int(sys.argv[1]), sys.argv[2]
+jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=process_id,
+                           heartbeat_timeout_seconds=300)  # a starved process on a loaded machine is not dead
+
+import fnbackprop as fb  # noqa: E402
+from fnbackprop.train.data import load_digits  # noqa: E402
+from fnbackprop.check.numerics import rel_err  # noqa: E402
+from fnbackprop.parallel import global_batch, make_mesh, shard_map_value_and_grad  # noqa: E402
+from fnbackprop.train.epochs import fit, make_optimizer  # noqa: E402
+
+mesh = make_mesh()
+net = fb.mlp([6, 16, 10], hidden="tanh", output="softmax", loss="cross_entropy")
+key = jax.random.PRNGKey(0)
+params = net.init(key, jnp.float64)
+x = np.asarray(jax.random.normal(key, (32, 6), jnp.float64))
+y = np.arange(32) % 10
+half = slice(16 * process_id, 16 * (process_id + 1))  # this host's share of the global batch
+gx, gy = global_batch(mesh, x[half], y[half])
+cost, grads = jax.jit(shard_map_value_and_grad(net, mesh))(params, gx, gy)
+ref_cost, ref = jax.value_and_grad(net.loss)(params, jnp.asarray(x), jnp.asarray(y))
+digits_net = fb.mlp([64, 16, 10], hidden="relu", output="softmax", loss="cross_entropy")
+run = fit(digits_net, load_digits(), optimizer=make_optimizer("momentum", optax.constant_schedule(0.05)), epochs=1,
+          batch_size=32, key=key, mesh=mesh)
+single = fit(digits_net, load_digits(), optimizer=make_optimizer("momentum", optax.constant_schedule(0.05)), epochs=1,
+             batch_size=32, key=key)
+result = {"process": process_id, "processes": jax.process_count(), "devices": len(jax.devices()),
+          "grad_rel_err": rel_err(jax.device_get(grads), ref), "cost_rel_err": rel_err(jax.device_get(cost), ref_cost),
+          "train_params_rel_err": rel_err(jax.device_get(run.params), single.params)}
+print(json.dumps(result), flush=True)
