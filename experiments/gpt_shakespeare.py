@@ -1,6 +1,6 @@
 """The hand-written GPT on Tiny Shakespeare at nanoGPT's CPU configuration, hand-coded and autodiff gradients.
 
-    python experiments/gpt_shakespeare.py [--seeds 3] [--text PATH] [--quick] [--sources hand,autodiff] [--spread N]
+    python experiments/gpt_shakespeare.py [--seeds 3] [--data-path PATH] [--quick] [--sources hand,autodiff] [--spread N]
 
 nanoGPT's README (CPU, "I only have a macbook"): 4 layers, 4 heads, 128 wide, context 64, batch 12,
 2,000 iterations, lr 1e-3 decaying to 1e-4, no dropout: validation loss 1.88 in about 3 minutes.
@@ -141,7 +141,7 @@ def estimate_spread(config: lm.LMConfig, data: lm.CharData, params, n: int, stem
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--text", default=None, help="the text file (default: $FNBACKPROP_TEXT, ../shared/data/tinyshakespeare)")
+    p.add_argument("--data-path", default=None, help="the text file (default: $FNBACKPROP_TEXT, ../shared/data/tinyshakespeare)")
     p.add_argument("--quick", action="store_true", help="smoke test: 100 iterations, one seed")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--sources", default="hand,autodiff",
@@ -158,7 +158,7 @@ def main() -> None:
         return
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    data = lm.load_chars(args.text)
+    data = lm.load_chars(args.data_path)
     base = lm.PRESETS["shakespeare-char-cpu"]
     if args.quick:
         base = replace(base, max_iters=100, lr_decay_iters=100, eval_interval=50, warmup_iters=10)
