@@ -75,6 +75,11 @@ MISTAKES = [
             "dS = softmax_vjp(jax.nn.softmax(q @ k.transpose(0, 1, 3, 2) / math.sqrt(hs), axis=-1), dP)"),
     Mistake("gpt: the head's use of wte dropped", "models/gpt.py", "tied_sum(g_emb[\"wte\"], dwte_head)", "g_emb[\"wte\"]"),
     Mistake("embedding: rows set, not added", "layers/attention.py", ".at[idx.reshape(-1)].add(", ".at[idx.reshape(-1)].set("),
+    # backpropagation through time
+    Mistake("bptt: dh not carried back to the previous step", "layers/recurrent.py", "dh_t = dy_t + dh_carried", "dh_t = dy_t"),
+    Mistake("lstm: the cell state's path dropped", "layers/recurrent.py", "    return da, dc * f", "    return da, 0 * dc * f"),
+    Mistake("rnn: tanh' taken at h_{t-1}", "layers/recurrent.py", "da = dh * (1 - h_new * h_new)", "da = dh * (1 - h_prev * h_prev)"),
+    Mistake("gru: the reset gate left out of dgh", "layers/recurrent.py", "[da_r, da_z, da_n * r]", "[da_r, da_z, da_n]"),
     # loss gradients
     Mistake("mse: factor 2 dropped", "losses.py", "lambda a, y: 2 * (a - y) / _batch_size(a)", "lambda a, y: (a - y) / _batch_size(a)"),
     Mistake("quadratic: 1/m dropped", "losses.py", "_quadratic, lambda a, y: (a - y) / _batch_size(a)", "_quadratic, lambda a, y: (a - y)"),

@@ -6,6 +6,7 @@ from .losses import LOSSES as LOSSES, Head as Head, Loss as Loss
 from .layers import (avg_pool as avg_pool, batch_norm as batch_norm, conv2d as conv2d, dropout as dropout, flatten as flatten,
                      layer_norm as layer_norm, max_pool as max_pool, residual as residual, softmax as softmax)
 from .layers.attention import causal_self_attention as causal_self_attention, embedding as embedding
+from .layers.recurrent import gru as gru, lstm as lstm, rnn as rnn
 from .models.gpt import GPT as GPT, gpt as gpt
 from .models.network import MLP as MLP, Network as Network, Trace as Trace, mlp as mlp, network as network
 from .check.verify import Report as Report, check_layer as check_layer, check_loss as check_loss, check_network as check_network

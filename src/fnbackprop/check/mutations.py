@@ -340,3 +340,103 @@ def planted_gpt_mistake(name: str):
         raise ValueError(f"unknown GPT mistake {name!r}; expected one of {sorted(GPT_MISTAKES)}")
     with GPT_MISTAKES[name]():
         yield
+
+
+# ----- backpropagation through time: the classic mistakes of a recurrent backward ---------------------------------
+def _with_back(layer: Any, back: Callable, label: str) -> Any:
+    """The recurrent `layer` whose cell's step backward is `back` (the forward untouched)."""
+    from ..layers.recurrent import sequence_backward
+
+    cell = layer.cell._replace(back=back)
+
+    def backward(params, cache, dy):
+        grads, dx, _ = sequence_backward(cell, params, cache, dy)
+        return grads, dx
+
+    return layer._replace(backward=backward, name=f"{layer.name} ({label})")
+
+
+def _with_sequence_backward(layer: Any, backward: Callable, label: str) -> Any:
+    return layer._replace(backward=backward, name=f"{layer.name} ({label})")
+
+
+def _time_reversed(layer: Any) -> Callable:
+    """The reverse scan run forward in time: dh carried from step t - 1 to step t."""
+    from ..layers.recurrent import sequence_backward
+
+    def backward(params, cache, dy):
+        flip = lambda a: a[:, ::-1]  # noqa: E731
+        flipped = cache._replace(x=flip(cache.x), h_prev=flip(cache.h_prev),
+                                 steps=jax.tree_util.tree_map(lambda a: a[::-1], cache.steps))
+        grads, dx, _ = sequence_backward(layer.cell, params, flipped, flip(dy))
+        return grads, flip(dx)
+
+    return backward
+
+
+def _last_step_only(layer: Any) -> Callable:
+    """The weights' gradients of the last step alone (no sum over time); dx right."""
+    from ..layers.recurrent import sequence_backward
+
+    def backward(params, cache, dy):
+        _, dx, _ = sequence_backward(layer.cell, params, cache, dy)
+        last = cache._replace(x=cache.x[:, -1:], h_prev=cache.h_prev[:, -1:],
+                              steps=jax.tree_util.tree_map(lambda a: a[-1:], cache.steps))
+        grads, _, _ = sequence_backward(layer.cell, params, last, dy[:, -1:])
+        return grads, dx
+
+    return backward
+
+
+def recurrent_mutations() -> dict[str, LayerMutant]:
+    """The mistakes of a hand-derived BPTT, each planted in the backward of an RNN, LSTM or GRU on (m, 5, 3)."""
+    from ..layers.recurrent import GRU_CELL, LSTM_CELL, _gru_back, _lstm_back, _lstm_gates_back, gru, lstm, rnn
+
+    r, l, g = rnn(4), lstm(4), gru(4)
+    shape = (5, 3)
+
+    def not_carried(back):
+        def wrong(W_hh, cache, dh, dc):
+            dgi, dgh, (dh_prev, dc_prev) = back(W_hh, cache, dh, dc)
+            return dgi, dgh, (jnp.zeros_like(dh_prev), dc_prev)
+        return wrong
+
+    def lstm_no_cell_path(W_hh, cache, dh, dc):
+        dgi, dgh, (dh_prev, dc_prev) = _lstm_back(W_hh, cache, dh, dc)
+        return dgi, dgh, (dh_prev, jnp.zeros_like(dc_prev))
+
+    def lstm_tanh_prime_for_tanh(W_hh, cache, dh, dc_next):
+        """do = dh (.) (1 - tanh^2 c_t): the derivative of tanh where tanh(c_t) itself belongs."""
+        o, tc = cache[5], cache[6]
+        da, dc_prev = _lstm_gates_back(cache, dh * (1 - tc * tc), dc_next + dh * o * (1 - tc * tc))
+        return da, da, (da @ W_hh, dc_prev)
+
+    def lstm_forget_from_input(W_hh, cache, dh, dc_next):
+        """df's sigmoid' taken at the input gate: dc c_{t-1} i(1 - i) instead of dc c_{t-1} f(1 - f)."""
+        h, c, i, f, gg, o, tc = cache
+        dc = dc_next + dh * o * (1 - tc * tc)
+        da, _ = _lstm_gates_back((h, c, i, i, gg, o, tc), dh * tc, dc)
+        return da, da, (da @ W_hh, dc * f)
+
+    def gru_reset_outside(W_hh, cache, dh, _):
+        """dgh_n = da_n: the reset gate left out of the hidden side's gradient (as if n = tanh(gi_n + W_hn h + b_hn))."""
+        dgi, dgh, (dh_prev, _) = _gru_back(W_hh, cache, dh, None)
+        H = dh.shape[-1]
+        wrong = dgh.at[..., 2 * H:].set(dgi[..., 2 * H:])
+        return dgi, wrong, (dh * cache[2] + wrong @ W_hh, None)
+
+    return {
+        "rnn: dh_{t-1} not carried back": LayerMutant(r, _with_back(r, not_carried(r.cell.back), "not carried"), shape),
+        "lstm: dh_{t-1} not carried back": LayerMutant(l, _with_back(l, not_carried(LSTM_CELL.back), "not carried"), shape),
+        "gru: dh_{t-1} not carried back": LayerMutant(g, _with_back(g, not_carried(GRU_CELL.back), "not carried"), shape),
+        "lstm: the cell state's path dropped": LayerMutant(l, _with_back(l, lstm_no_cell_path, "no dc"), shape),
+        "lstm: tanh'(c_t) where tanh(c_t) belongs": LayerMutant(l, _with_back(l, lstm_tanh_prime_for_tanh, "tanh'"), shape),
+        "lstm: the forget gate's derivative from the input gate": LayerMutant(l, _with_back(l, lstm_forget_from_input, "df"), shape),
+        "gru: the reset gate outside W_hn h": LayerMutant(g, _with_back(g, gru_reset_outside, "reset outside"), shape),
+        "rnn: time reversed in the backward": LayerMutant(r, _with_sequence_backward(r, _time_reversed(r), "reversed"), shape),
+        "lstm: time reversed in the backward": LayerMutant(l, _with_sequence_backward(l, _time_reversed(l), "reversed"), shape),
+        "rnn: the weights' gradients of the last step only": LayerMutant(
+            r, _with_sequence_backward(r, _last_step_only(r), "last step"), shape),
+        "gru: the weights' gradients of the last step only": LayerMutant(
+            g, _with_sequence_backward(g, _last_step_only(g), "last step"), shape),
+    }

@@ -25,4 +25,5 @@ from .dense import (INIT_SCHEMES as INIT_SCHEMES, activation as activation, dens
 from .normalisation import batch_norm as batch_norm, layer_norm as layer_norm
 from .protocol import (Array as Array, Cache as Cache, Layer as Layer, Params as Params, forward_with_key as forward_with_key,
                        is_stochastic as is_stochastic, no_params as no_params)
+from .recurrent import gru as gru, lstm as lstm, rnn as rnn
 from .regularisation import dropout as dropout
