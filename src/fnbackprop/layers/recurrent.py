@@ -169,7 +169,8 @@ def sequence_forward(cell: Cell, params: Params, x: Array, state: State | None =
 
     time_major = jnp.swapaxes(gi, 0, 1)
     probes_tm = None if probes is None else jnp.swapaxes(probes, 0, 1)
-    final, (hs, h_prev, steps) = jax.lax.scan(one, state, (time_major, probes_tm))
+    final, stacked = jax.lax.scan(one, state, (time_major, probes_tm))
+    hs, h_prev, steps = stacked
     return jnp.swapaxes(hs, 0, 1), final, SequenceCache(x, jnp.swapaxes(h_prev, 0, 1), steps)
 
 
@@ -194,8 +195,8 @@ def sequence_backward(cell: Cell, params: Params, cache: SequenceCache, dy: Arra
         dc_t = _lstm_dc(cache_t, dh_t, dc_carried) if cell is LSTM_CELL else dc_carried
         return (dh_prev, dc_prev), (dgi_t, dgh_t, dh_t, dc_t)
 
-    (dh0, dc0), (dgi, dgh, dhs, dcs) = jax.lax.scan(one, (dh_next, dc_next), (jnp.swapaxes(dy, 0, 1), cache.steps),
-                                                    reverse=True)
+    (dh0, dc0), per_step = jax.lax.scan(one, (dh_next, dc_next), (jnp.swapaxes(dy, 0, 1), cache.steps), reverse=True)
+    dgi, dgh, dhs, dcs = per_step
     dgi, dgh = jnp.swapaxes(dgi, 0, 1), jnp.swapaxes(dgh, 0, 1)
     grads = {"W_ih": jnp.einsum("mtg,mtc->gc", dgi, x), "W_hh": jnp.einsum("mtg,mth->gh", dgh, cache.h_prev)}
     if "b_ih" in params:
@@ -243,7 +244,7 @@ def _recurrent(cell: Cell, hidden: int, bias: bool, name: str) -> Recurrent:
         """PyTorch's init: every entry U(-1/sqrt(H), 1/sqrt(H)); in_shape is (T, C) or (C,)."""
         C = in_shape[-1]
         bound = 1 / math.sqrt(hidden)
-        shapes = {"W_ih": (G * hidden, C), "W_hh": (G * hidden, hidden)}
+        shapes: dict[str, tuple[int, ...]] = {"W_ih": (G * hidden, C), "W_hh": (G * hidden, hidden)}
         if bias:
             shapes |= {"b_ih": (G * hidden,), "b_hh": (G * hidden,)}
         keys = jax.random.split(key, len(shapes))
