@@ -169,6 +169,7 @@ def sequence_forward(cell: Cell, params: Params, x: Array, state: State | None =
 
     time_major = jnp.swapaxes(gi, 0, 1)
     probes_tm = None if probes is None else jnp.swapaxes(probes, 0, 1)
+    stacked: tuple
     final, stacked = jax.lax.scan(one, state, (time_major, probes_tm))
     hs, h_prev, steps = stacked
     return jnp.swapaxes(hs, 0, 1), final, SequenceCache(x, jnp.swapaxes(h_prev, 0, 1), steps)
@@ -195,6 +196,7 @@ def sequence_backward(cell: Cell, params: Params, cache: SequenceCache, dy: Arra
         dc_t = _lstm_dc(cache_t, dh_t, dc_carried) if cell is LSTM_CELL else dc_carried
         return (dh_prev, dc_prev), (dgi_t, dgh_t, dh_t, dc_t)
 
+    per_step: tuple
     (dh0, dc0), per_step = jax.lax.scan(one, (dh_next, dc_next), (jnp.swapaxes(dy, 0, 1), cache.steps), reverse=True)
     dgi, dgh, dhs, dcs = per_step
     dgi, dgh = jnp.swapaxes(dgi, 0, 1), jnp.swapaxes(dgh, 0, 1)
