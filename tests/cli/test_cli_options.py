@@ -217,3 +217,11 @@ def test_float32_args_are_checked_in_float32(rules_file, capsys):
 
 def test_mixed_float_dtypes_are_refused_not_cast(rules_file, capfd):
     assert "mixes float32, float64" in refused(["check", f"{rules_file}:square", "--args", "f64[3] f32[3]"], capfd)
+
+
+@pytest.mark.parametrize("model", ["mlp", "gpt"])
+def test_resuming_a_run_that_does_not_exist_is_one_line(tmp_path, capfd, model):
+    text = tmp_path / "fox.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 5)
+    argv = ["train", "--resume", "--out", str(tmp_path / "none")] + (["--model", "gpt", "--data-path", str(text)] if model == "gpt" else [])
+    assert "nothing to resume" in refused(argv, capfd)

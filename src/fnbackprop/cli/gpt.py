@@ -96,6 +96,8 @@ def run_train_gpt(args: argparse.Namespace) -> int:
         model = model_of(config, data.vocab_size)
         out = run_folder(args.out, f"runs/gpt-{args.preset}-{config.grad_source}-seed{config.seed}", resume=args.resume,
                          force=args.force)
+        if args.resume and not (out / "checkpoint.npz").is_file():
+            raise FileNotFoundError(f"nothing to resume: no checkpoint.npz in {out}")
     except (ValueError, FileNotFoundError, UsageError) as err:
         error("train", str(err))
         return 2

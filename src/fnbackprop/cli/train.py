@@ -156,11 +156,6 @@ def run_train_mlp(args: argparse.Namespace) -> int:
         error("train", str(err))
         return 2
     config = mlp_config(args) | {"sizes": sizes, "output": output, "loss": loss, "out": str(out)}
-    console.print(f"[bold]{args.dataset}[/bold]: {len(ds.x_train)} train / {len(ds.x_test)} test examples; "
-                  f"{described}, {output} + {loss}; {args.optimizer} lr {args.lr}, batch {args.batch_size}"
-                  + (f", data-parallel over {args.devices} {jax.devices()[0].platform} devices" if mesh else "")
-                  + f"; writing to {out}", highlight=False)
-
     key = jax.random.PRNGKey(args.seed)
     probe = initial_params(net, ds, key)  # the parameters fit starts from
     if args.resume:  # refuse a checkpoint that does not fit before any work, leaving it as it is
@@ -172,6 +167,10 @@ def run_train_mlp(args: argparse.Namespace) -> int:
         if len(done) >= args.epochs:
             error("train", f"the checkpoint in {out} already holds {len(done)} epochs; ask for more with --epochs")
             return 2
+    console.print(f"[bold]{args.dataset}[/bold]: {len(ds.x_train)} train / {len(ds.x_test)} test examples; "
+                  f"{described}, {output} + {loss}; {args.optimizer} lr {args.lr}, batch {args.batch_size}"
+                  + (f", data-parallel over {args.devices} {jax.devices()[0].platform} devices" if mesh else "")
+                  + f"; writing to {out}", highlight=False)
     if not gradient_check_passes(net, probe, ds.x_train[: args.batch_size], ds.y_train[: args.batch_size]):
         return 1
     with training_progress("epoch") as progress:
