@@ -11,13 +11,13 @@ from .common import console, error, not_applicable, positive_int, status_console
 
 
 #: the options each part of the benchmark reads (beyond --out and --quick)
-MODE_OPTIONS = {"conv_only": ("rounds",), "gpt_only": ("rounds",), "memory": (),
+MODE_OPTIONS = {"conv_only": ("rounds",), "gpt_only": ("rounds",), "rnn_only": ("rounds",), "memory": (),
                 "all": ("rounds", "gpu", "torch_compile", "data_path")}
 
 
 def refusal(args: argparse.Namespace) -> str | None:
     """Why this benchmark command line cannot run as written (one line), or None."""
-    modes = [m for m in ("conv_only", "gpt_only", "memory") if m in args.given]
+    modes = [m for m in ("conv_only", "gpt_only", "rnn_only", "memory") if m in args.given]
     if len(modes) > 1:
         return " and ".join("--" + m.replace("_", "-") for m in modes) + " each pick one part of the benchmark: give one"
     mode = modes[0] if modes else "all"
@@ -47,7 +47,7 @@ def run_bench(args: argparse.Namespace) -> int:
         console.print("PyTorch is not installed: its columns are skipped (pip install \".[torch]\" to add them)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if not (args.memory or args.gpt_only):  # the conv benchmark splits each batch across the cores
+    if not (args.memory or args.gpt_only or args.rnn_only):  # the conv benchmark splits each batch across the cores
         from ..bench.conv import one_device_per_core
         one_device_per_core()
     if args.memory:
@@ -56,6 +56,8 @@ def run_bench(args: argparse.Namespace) -> int:
         return _write_bench(args, out, _bench_gpt(args, {}))
     if args.conv_only:
         return _write_bench(args, out, _bench_conv(args, {}))
+    if args.rnn_only:
+        return _write_bench(args, out, _bench_rnn(args, {}))
     try:
         with status_console.status("benchmarking...", spinner="dots") as spinner:
             results = run_benchmark(args.quick, args.gpu, args.torch_compile, args.data_path, args.rounds,
@@ -98,7 +100,7 @@ def run_bench(args: argparse.Namespace) -> int:
     suffix = "-quick" if args.quick else ""
     write_plot(results, out / f"bench{suffix}.png")
     console.print(f"plot: {out / f'bench{suffix}.png'}")
-    return _write_bench(args, out, _bench_gpt(args, _bench_conv(args, results)))
+    return _write_bench(args, out, _bench_rnn(args, _bench_gpt(args, _bench_conv(args, results))))
 
 
 def _print_targets(title: str, rows: list[tuple[str, bool, str]]) -> None:
@@ -209,11 +211,30 @@ def _bench_memory(args: argparse.Namespace, out: Path) -> dict:
     return {"memory": results}
 
 
+def _bench_rnn(args: argparse.Namespace, results: dict) -> dict:
+    """char-rnn's model's step (`fnbackprop.bench.rnn`): a table and the targets; `results` with "rnn" added."""
+    from ..bench.rnn import rnn_targets, run_rnn_benchmark
+
+    with status_console.status("benchmarking the LSTM's step...", spinner="dots"):
+        rnn = run_rnn_benchmark(args.quick, args.rounds)
+    table = Table(title="char-rnn's model (2-layer LSTM, vocabulary 65, batch 50, sequence 50), loss and every gradient, "
+                        "medians of interleaved rounds")
+    for col in ("hidden", "implementation", "ms / step", "IQR (ms)", "first loss"):
+        table.add_column(col, justify="left" if col == "implementation" else "right")
+    for r in rnn:
+        for name, t in r["ms"].items():
+            table.add_row(str(r["hidden"]), name, f"{t['median']:.2f}", f"{t['q1']:.2f}-{t['q3']:.2f}",
+                          f"{r['losses'][name]:.6f}", end_section=name == list(r["ms"])[-1])
+    console.print(table)
+    _print_targets("targets: the LSTM's step", rnn_targets(rnn))
+    return {**results, "rnn": rnn}
+
+
 def _write_bench(args: argparse.Namespace, out: Path, results: dict) -> int:
     from ..bench.timing import write_json
 
     suffix = ("-quick" if args.quick else "") + ("-conv" if args.conv_only else "") + ("-gpt" if args.gpt_only else "") + \
-        ("-memory" if args.memory else "")
+        ("-rnn" if args.rnn_only else "") + ("-memory" if args.memory else "")
     write_json(results, out / f"bench{suffix}.json")
     console.print(f"results: {out / f'bench{suffix}.json'}")
     return 0
@@ -236,6 +257,8 @@ def add_bench_command(sub) -> None:
     bench.add_argument("--out", default="runs/bench", help="folder for the JSON and the plots")
     bench.add_argument("--conv-only", action="store_true", help="only the conv network's step (bench-conv.json)")
     bench.add_argument("--gpt-only", action="store_true", help="only the GPT's step (bench-gpt.json)")
+    bench.add_argument("--rnn-only", action="store_true",
+                       help="only the step of char-rnn's LSTM, against jax.grad and PyTorch's nn.LSTM (bench-rnn.json)")
     bench.add_argument("--memory", action="store_true",
                        help="only the memory section: blockwise attention, the chunked head (bench-memory.json)")
     bench.set_defaults(func=run_bench)

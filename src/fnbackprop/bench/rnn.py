@@ -1,28 +1,25 @@
-"""The training step of char-rnn's model, hand-written BPTT against jax.grad and PyTorch's nn.LSTM.
-
-    python experiments/char_rnn_step.py [--rounds 15] [--quick]
+"""`fnbackprop bench --rnn-only`: the step of char-rnn's model, hand-written BPTT against jax.grad and
+PyTorch's nn.LSTM.
 
 Each contender computes the loss and every gradient of a 2-layer LSTM on one-hot characters with a
 linear head (char-rnn's model: vocabulary 65, sequences and batches of 50), float32, on this machine's
 CPU: the hand-written backward (`fnbackprop.models.char_rnn`) and `jax.grad` of the same forward, each
 jitted, and PyTorch's `nn.LSTM` (its fused CPU kernel) with the same weights, forward and
-`loss.backward()`. Interleaved rounds, medians (`fnbackprop.bench.timing.interleaved`), at hidden 128
-(char-rnn's) and 512. Writes results/char_rnn_step.json.
+`loss.backward()`. Interleaved rounds, medians (`timing.interleaved`), at hidden 128 (char-rnn's) and
+512. The losses of the first call are recorded: the three must agree (the same weights and batch).
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
-from pathlib import Path
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnbackprop.bench.timing import interleaved, per_round_ratio, summary, torch_module
-from fnbackprop.models import char_rnn
+from ..models import char_rnn
+from .timing import interleaved, per_round_ratio, summary, torch_module
 
 VOCAB, SEQ, BATCH = 65, 50, 50
 
@@ -38,9 +35,9 @@ def torch_twin(model, params):
     with torch.no_grad():
         for l, p in enumerate(params["layers"]):
             for ours, theirs in (("W_ih", "weight_ih"), ("W_hh", "weight_hh"), ("b_ih", "bias_ih"), ("b_hh", "bias_hh")):
-                getattr(lstm, f"{theirs}_l{l}").copy_(torch.from_numpy(np.asarray(p[ours])))
-        head.weight.copy_(torch.from_numpy(np.asarray(params["W_out"])))
-        head.bias.copy_(torch.from_numpy(np.asarray(params["b_out"])))
+                getattr(lstm, f"{theirs}_l{l}").copy_(torch.from_numpy(np.array(p[ours])))
+        head.weight.copy_(torch.from_numpy(np.array(params["W_out"])))
+        head.bias.copy_(torch.from_numpy(np.array(params["b_out"])))
     return lstm, head
 
 
@@ -55,7 +52,8 @@ def contenders(hidden: int) -> tuple[dict, dict]:
     auto = jax.jit(jax.value_and_grad(model.loss))
     losses = {"hand": float(jax.block_until_ready(hand(params, x, y))[0]),
               "jax.grad": float(jax.block_until_ready(auto(params, x, y))[0])}
-    calls = {"hand": functools.partial(hand, params, x, y), "jax.grad": functools.partial(auto, params, x, y)}
+    calls: dict[str, Callable[[], Any]] = {"hand": functools.partial(hand, params, x, y),
+                                           "jax.grad": functools.partial(auto, params, x, y)}
     twin = torch_twin(model, params)
     if twin is not None:
         torch = torch_module()
@@ -76,28 +74,31 @@ def contenders(hidden: int) -> tuple[dict, dict]:
     return calls, losses
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
-    parser.add_argument("--quick", action="store_true", help="hidden 128 only, 3 rounds")
-    args = parser.parse_args()
-    rounds = 3 if args.quick else args.rounds
-    results = []
-    for hidden in ((128,) if args.quick else (128, 512)):
+def run_rnn_benchmark(quick: bool = False, rounds: int | None = None) -> list[dict]:
+    """One row per size: ms per step of each contender (medians and quartiles of interleaved rounds), the
+    first call's losses, and the per-round ratios hand / jax.grad and PyTorch / hand."""
+    rounds = rounds or (3 if quick else 15)
+    rows = []
+    for hidden in ((128,) if quick else (128, 512)):
         calls, losses = contenders(hidden)
         times = interleaved(calls, rounds)
         row = {"hidden": hidden, "layers": 2, "batch": BATCH, "seq": SEQ, "vocab": VOCAB, "rounds": rounds,
                "ms": {name: {k: 1e3 * v for k, v in summary(t).items() if k != "n"} for name, t in times.items()},
-               "losses": losses,
-               "hand / jax.grad (per round)": per_round_ratio(times["hand"], times["jax.grad"])}
+               "losses": losses, "hand / jax.grad": per_round_ratio(times["hand"], times["jax.grad"])}
         if "torch nn.LSTM" in times:
-            row["torch / hand (per round)"] = per_round_ratio(times["torch nn.LSTM"], times["hand"])
-        results.append(row)
-        print(json.dumps(row, indent=1))
-    out = Path(__file__).parent / "results" / f"char_rnn_step{'-quick' if args.quick else ''}.json"
-    out.write_text(json.dumps({"machine": "2 CPU cores, float32", "results": results}, indent=1))
-    print(f"results: {out}")
+            row["torch / hand"] = per_round_ratio(times["torch nn.LSTM"], times["hand"])
+        rows.append(row)
+    return rows
 
 
-if __name__ == "__main__":
-    main()
+def rnn_targets(rows: list[dict]) -> list[tuple[str, bool, str]]:
+    """(target, met, measured): hand / jax.grad at most 1.0 at each size (median round); faster than
+    PyTorch's nn.LSTM at char-rnn's size (hidden 128)."""
+    out = []
+    for r in rows:
+        ratio = r["hand / jax.grad"]["median"]
+        out.append((f"hand / jax.grad <= 1.0, hidden {r['hidden']}", ratio <= 1.0, f"{ratio:.3f}"))
+        if "torch / hand" in r and r["hidden"] == 128:
+            faster = r["torch / hand"]["median"]
+            out.append(("faster than nn.LSTM, hidden 128", faster > 1.0, f"{faster:.2f}x"))
+    return out
