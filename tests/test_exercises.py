@@ -87,13 +87,18 @@ MISTAKES = [
     ("max_pool", "dwindows = is_max * dy[:, :, None, :, None, :]", "dwindows = jnp.logical_not(is_max) * dy[:, :, None, :, None, :]",
      "wrong mask"),
     ("softmax_cross_entropy", "dz = dC * (a - y) / m", "dz = dC * (a - y) / m / m", "scale"),
+    ("lstm", "dh = dy[:, t] + dh_next", "dh = dy[:, t] + 0 * dh_next", "recurrent gradient dropped"),
+    ("lstm", "dc_next = dc * f", "dc_next = 0 * dc", "cell path dropped"),
+    ("lstm", "do = dh * jnp.tanh(c)", "do = dh * (1.0 - jnp.tanh(c) * jnp.tanh(c))", "derivative for function"),
+    ("lstm", "df * f * (1 - f)", "df * i * (1.0 - i)", "wrong gate in a derivative"),
 ]
 
 
 # a representative of every kind stays in the quick suite; the whole list runs with the slow checks
 QUICK = {"dense: dW = x.T @ dy", "dense: dx = dy @ params[\"W\"].T", "sigmoid: dz = da", "softmax_cross_entropy: dz = dC * (a - y)",
          "batch_norm: dgamma = jnp.sum(dy, axis=0)", "batch_norm: (m * dxhat - xhat", "conv2d: db = jnp.sum(dz, axis=0)",
-         'embedding: dwte = jnp.zeros_like(params["wte"]).at[idx].set(dx)', "relu: dz = jnp.where(z <= 0, da, 0.0)"}
+         'embedding: dwte = jnp.zeros_like(params["wte"]).at[idx].set(dx)', "relu: dz = jnp.where(z <= 0, da, 0.0)",
+         "lstm: dc_next = 0 * dc"}
 
 
 def solution_lines(name: str) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any, Callable, NamedTuple
 
 
 from ..layers import (activation, batch_norm, causal_self_attention, conv2d, dense_forward, dropout, embedding, layer_norm,
-                      max_pool, softmax)
+                      lstm, max_pool, softmax)
 from ..activations import ACTIVATIONS
 from ..losses import LOSSES, Head
 
@@ -232,4 +232,19 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
         (Slip("overwritten sums", "your dwte keeps one use of a repeated token: a row used several times gets the sum of the "
               "gradients of all its uses", ".at[idx].add(dx)", ".at[idx].set(dx)"),),
         inputs="tokens"),
+    Exercise("lstm", "backpropagation through time in an LSTM: the weights' gradients and dx", (4, 2), _layer_output(lstm(3)), (
+        "Start at the last step and go backwards: at step t you need dC/dh_t and dC/dc_t whole.",
+        "h_t feeds the output y_t and the next step: dC/dh_t = dy_t + what step t + 1 sends back through W_hh.",
+        "c_t feeds h_t = o tanh(c_t) and the next step's c_{t+1} = f c_t + ...: dC/dc_t has both paths.",
+        "Each weight is used at every step: its gradient is the sum of the steps' shares."),
+        (Slip("recurrent gradient dropped", "your dh_t leaves out the gradient step t + 1 sends back through W_hh: h_t is also "
+              "the next step's input", "dh = dy[:, t] + dh_next", "dh = dy[:, t]"),
+         Slip("cell path dropped", "your dc_t leaves out the gradient from step t + 1: c_t is also the next step's c_{t-1}, "
+              "through the forget gate", "dc = dc_next + dh", "dc = dh"),
+         Slip("derivative for function", "your do multiplies dh by tanh'(c_t) where h_t = o tanh(c_t) has tanh(c_t) itself",
+              "do = dh * jnp.tanh(c)", "do = dh * (1 - jnp.tanh(c) ** 2)"),
+         Slip("wrong gate in a derivative", "your forget gate's derivative uses the input gate: sigmoid'(a_f) = f (1 - f)",
+              "df * f * (1 - f)", "df * i * (1 - i)"),
+         Slip("last step only", "your weights' gradients keep only one step's share: each weight is used at every step, so "
+              "its gradient sums over time", 'grads["W_hh"] = grads["W_hh"] + da.T @ h_prev', 'grads["W_hh"] = da.T @ h_prev'))),
 )}
