@@ -73,6 +73,7 @@ def test_fast_mode_finds_an_autodiff_that_is_not_the_derivative_in_a_leaf_where_
     assert 1e-5 < report.rows[1].fd_rel_err < 1e-3
 
 
+@pytest.mark.slow  # 23 s of compiles: the second `.ci/run` step
 def test_fast_mode_on_a_relu_network_does_not_call_its_kinks_mistakes():
     net = fb.mlp([5, 7, 7, 3], hidden="relu", output="softmax", loss="cross_entropy")
     params = net.init(KEY, jnp.float64)

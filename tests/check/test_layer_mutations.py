@@ -38,12 +38,12 @@ EXPECTED_KIND = {"1/m dropped": "scale", "sign flip": "sign", "g(Z) instead of g
                  "inner path missing": "missing-derivative", "xhat forgotten": "swapped"}
 
 
-#: the quick suite checks every fifth mistake of the catalogue (each family and kind still appears);
+#: the quick suite checks every tenth mistake of the catalogue (`EVERY_FIFTH[::2]`, the suite's time);
 #: the slow step checks all 89
 EVERY_FIFTH = [name for i, name in enumerate(CATALOGUE) if i % 5 == 0] + ["head softmax + cross_entropy: 1/m dropped"]
 
 
-@pytest.mark.parametrize("names", [pytest.param(EVERY_FIFTH, id="every fifth"),
+@pytest.mark.parametrize("names", [pytest.param(EVERY_FIFTH[::2], id="every tenth"),
                                    pytest.param(list(CATALOGUE), id="all", marks=pytest.mark.slow)])
 def test_every_planted_mistake_is_caught_as_a_wrong_backward_and_its_kind_named(names):
     reports = {name: check(CATALOGUE[name].mutant, CATALOGUE[name].in_shape, KEY) for name in names}
@@ -53,7 +53,7 @@ def test_every_planted_mistake_is_caught_as_a_wrong_backward_and_its_kind_named(
     kinds = {name: report.failing()[0].diagnosis.split(":")[0].split(" ")[0] for name, report in reports.items()}
     expected = {name: kind for name in names for pattern, kind in EXPECTED_KIND.items() if pattern in name}
     assert {name: kinds[name] for name in expected} == expected
-    assert len(expected) >= (70 if len(names) == len(CATALOGUE) else 12)  # of 89: the rest read `unknown` with evidence
+    assert len(expected) >= (70 if len(names) == len(CATALOGUE) else 9)  # of 89 (of the 10 sampled): the rest read `unknown`
     assert reports["head softmax + cross_entropy: 1/m dropped"].failing()[0].diagnosis.startswith("scale x4:")  # m = 4
 
 
