@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Callable
 
 from rich.table import Table
 
@@ -123,6 +124,20 @@ def _print_op_profile(title: str, rows: list[dict]) -> None:
     console.print(table)
 
 
+def _step_table(title: str, rows: list[dict], keys: tuple[str, str], extra: tuple[str, Callable]) -> Table:
+    """ms per step of each contender by size: `keys` = (the size's key, the times' key) in each row;
+    `extra` = (a column's name, (row, contender) -> its text)."""
+    size, times = keys
+    table = Table(title=title)
+    for col in (size, "implementation", "ms / step", "IQR (ms)", extra[0]):
+        table.add_column(col, justify="left" if col == "implementation" else "right")
+    for r in rows:
+        for name, t in r[times].items():
+            table.add_row(str(r[size]), name, f"{t['median']:.2f}", f"{t['q1']:.2f}-{t['q3']:.2f}", extra[1](r, name),
+                          end_section=name == list(r[times])[-1])
+    return table
+
+
 def _bench_conv(args: argparse.Namespace, results: dict) -> dict:
     """The conv network's step (`fnbackprop.bench.conv`): a table, the profile, the targets; `results` with "conv" added."""
     from ..bench.conv import conv_targets, run_conv_benchmark
@@ -130,14 +145,9 @@ def _bench_conv(args: argparse.Namespace, results: dict) -> dict:
     with status_console.status("benchmarking the conv network's step...", spinner="dots"):
         conv = run_conv_benchmark(args.quick, args.rounds)
     split = f"; JAX steps data-parallel over {conv[0]['devices']} CPU devices, one per core" if conv[0]["devices"] > 1 else ""
-    table = Table(title=f"Nielsen's two-conv-pool network, per SGD step (medians of interleaved rounds, 100 steps a call{split})")
-    for col in ("batch", "implementation", "ms / step", "IQR (ms)", "s / 50k epoch"):
-        table.add_column(col, justify="left" if col == "implementation" else "right")
-    for r in conv:
-        for name, t in r["ms_per_step"].items():
-            table.add_row(str(r["batch"]), name, f"{t['median']:.2f}", f"{t['q1']:.2f}-{t['q3']:.2f}",
-                          f"{r['seconds_per_epoch_50k'][name]:.0f}", end_section=name == list(r["ms_per_step"])[-1])
-    console.print(table)
+    console.print(_step_table(f"Nielsen's two-conv-pool network, per SGD step (medians of interleaved rounds, 100 steps a "
+                              f"call{split})", conv, ("batch", "ms_per_step"),
+                              ("s / 50k epoch", lambda r, name: f"{r['seconds_per_epoch_50k'][name]:.0f}")))
     for r in conv:
         pt = Table(title=f"where the hand-coded step's time goes, batch {r['batch']} (each layer jitted alone)")
         for col in ("layer", "forward ms", "backward ms"):
@@ -217,15 +227,9 @@ def _bench_rnn(args: argparse.Namespace, results: dict) -> dict:
 
     with status_console.status("benchmarking the LSTM's step...", spinner="dots"):
         rnn = run_rnn_benchmark(args.quick, args.rounds)
-    table = Table(title="char-rnn's model (2-layer LSTM, vocabulary 65, batch 50, sequence 50), loss and every gradient, "
-                        "medians of interleaved rounds")
-    for col in ("hidden", "implementation", "ms / step", "IQR (ms)", "first loss"):
-        table.add_column(col, justify="left" if col == "implementation" else "right")
-    for r in rnn:
-        for name, t in r["ms"].items():
-            table.add_row(str(r["hidden"]), name, f"{t['median']:.2f}", f"{t['q1']:.2f}-{t['q3']:.2f}",
-                          f"{r['losses'][name]:.6f}", end_section=name == list(r["ms"])[-1])
-    console.print(table)
+    console.print(_step_table("char-rnn's model (2-layer LSTM, vocabulary 65, batch 50, sequence 50), loss and every "
+                              "gradient, medians of interleaved rounds", rnn, ("hidden", "ms"),
+                              ("first loss", lambda r, name: f"{r['losses'][name]:.6f}")))
     _print_targets("targets: the LSTM's step", rnn_targets(rnn))
     return {**results, "rnn": rnn}
 
