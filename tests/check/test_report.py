@@ -2,7 +2,8 @@
 each kind of mistake once. Reports are built by hand here (no compile); `test_vjp.py` reads the same
 table off a real failing rule."""
 
-import fnbackprop as fb
+import pytest
+
 from fnbackprop.check.verdicts import Report, TensorRow
 
 
@@ -46,7 +47,13 @@ def test_two_kinds_of_mistake_are_each_named_with_their_tensors():
                        "transpose: hand = autodiff^T (params['W']); " + SCALE.format(2) + " (params['b'])")
 
 
-def test_the_pytest_helpers_show_the_same_table():
+def test_the_pytest_helpers_fail_with_the_table():
+    from fnbackprop.check.testing import _assert_passed
+
     report = Report("net", [row("dx", "backward wrong", SCALE.format(1))], 0.0, 1e-10, 1e-6, ["float32 at float64's tolerance"])
-    assert fb.testing.report_text(report) == str(report)
+    with pytest.raises(AssertionError) as raised:
+        _assert_passed(report)
+    assert str(raised.value).strip() == str(report)
     assert str(report).splitlines()[-1] == "warning: float32 at float64's tolerance"
+    passing = Report("net", [row("dx")], 0.0, 1e-10, 1e-6, [])
+    assert _assert_passed(passing) is passing

@@ -12,6 +12,7 @@ import pytest
 import fnbackprop
 from fnbackprop import cli
 from fnbackprop.cli.common import run_folder
+from fnbackprop.cli.main import command_parsers
 from fnbackprop.train import checkpoint
 
 
@@ -166,7 +167,7 @@ def test_the_top_level_help_lists_every_command(capsys):
 
 @pytest.mark.parametrize("command", ["check", "train", "sample", "bench", "exercise"])
 def test_every_option_has_help_and_its_default_shown_once(command, capsys):
-    parser = cli.build_parser()._subparsers._group_actions[0].choices[command]
+    parser = command_parsers(cli.build_parser())[command]
     assert parser.description
     for action in parser._actions:
         if action.help == "==SUPPRESS==":  # an old name, refused with a pointer

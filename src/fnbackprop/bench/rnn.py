@@ -25,7 +25,7 @@ VOCAB, SEQ, BATCH = 65, 50, 50
 
 
 def torch_twin(model, params):
-    """nn.LSTM (2 layers) + nn.Linear with our weights; () -> None runs one forward and backward."""
+    """(nn.LSTM, nn.Linear) holding our weights, or None without PyTorch."""
     torch = torch_module()
     if torch is None:
         return None

@@ -390,7 +390,7 @@ def _last_step_only(layer: Any) -> Callable:
 
 def recurrent_mutations() -> dict[str, LayerMutant]:
     """The mistakes of a hand-derived BPTT, each planted in the backward of an RNN, LSTM or GRU on (m, 5, 3)."""
-    from ..layers.recurrent import GRU_CELL, LSTM_CELL, _gru_back, _lstm_back, _lstm_gates_back, gru, lstm, rnn
+    from ..layers.recurrent import GRU_CELL, LSTM_CELL, _gru_back, _lstm_back, _lstm_gates_back, gru, lstm, lstm_dc, rnn
 
     r, l, g = rnn(4), lstm(4), gru(4)
     shape = (5, 3)
@@ -407,14 +407,14 @@ def recurrent_mutations() -> dict[str, LayerMutant]:
 
     def lstm_tanh_prime_for_tanh(W_hh, cache, dh, dc_next):
         """do = dh (.) (1 - tanh^2 c_t): the derivative of tanh where tanh(c_t) itself belongs."""
-        o, tc = cache[5], cache[6]
-        da, dc_prev = _lstm_gates_back(cache, dh * (1 - tc * tc), dc_next + dh * o * (1 - tc * tc))
+        tc = cache[6]
+        da, dc_prev = _lstm_gates_back(cache, dh * (1 - tc * tc), lstm_dc(cache, dh, dc_next))
         return da, da, (da @ W_hh, dc_prev)
 
     def lstm_forget_from_input(W_hh, cache, dh, dc_next):
         """df's sigmoid' taken at the input gate: dc c_{t-1} i(1 - i) instead of dc c_{t-1} f(1 - f)."""
         h, c, i, f, gg, o, tc = cache
-        dc = dc_next + dh * o * (1 - tc * tc)
+        dc = lstm_dc(cache, dh, dc_next)
         da, _ = _lstm_gates_back((h, c, i, i, gg, o, tc), dh * tc, dc)
         return da, da, (da @ W_hh, dc * f)
 

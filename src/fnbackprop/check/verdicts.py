@@ -120,11 +120,11 @@ class Report(NamedTuple):
         """The report as a plain-text table (what `print(report)` shows): a header, one line per tensor
         (failing ones marked X), the verdict line, then the notes and warnings."""
         header = ("", "tensor", "shape", "verdict", "rel err", "hand/auto", "detail")
-        table = [header] + [("X" if not r.ok else "", r.name, str(r.shape), r.verdict, _err(r.rel_err),
+        table = [header] + [("X" if not r.ok else "", r.name, str(r.shape), r.verdict, format_err(r.rel_err),
                              "-" if r.ratio != r.ratio else f"x{r.ratio:.4g}", r.detail) for r in self.rows]
         widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
         lines = [f"{self.subject}: hand-coded backward vs autodiff (tolerance {self.tol:g}) vs finite differences "
-                 f"(tolerance {self.fd_tol:g}); eager vs jit {_err(self.jit_rel_err)}"]
+                 f"(tolerance {self.fd_tol:g}); eager vs jit {format_err(self.jit_rel_err)}"]
         lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + ("  " + row[-1] if row[-1] else "")
                   for row in table]
         lines.append(self.verdict_line())
@@ -143,7 +143,8 @@ def _names(names: list[str], most: int = 4) -> str:
     return shown if len(names) <= most else f"{shown} and {len(names) - most} more"
 
 
-def _err(value: float) -> str:
+def format_err(value: float) -> str:
+    """An error for a table: "-" for NaN (not measured), else 1 significant digit and the exponent."""
     return "-" if value != value else f"{value:.1e}"
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from .common import UsageError, console, error, format_err, int_list, not_applicable, positive_int, say, seed_int, status_console
+from ..check.verdicts import format_err
+from .common import UsageError, console, error, int_list, not_applicable, positive_int, say, seed_int, status_console
 
 
 def run_derivations(args: argparse.Namespace) -> int:
@@ -197,7 +198,7 @@ def run_check_target(args: argparse.Namespace) -> int:
     try:
         obj = load_target(args.target, function=args.args is not None)
         kind = target_kind(obj, args.args is not None)
-        takes = {"target", "json", "seed", "traceback", *TARGET_OPTIONS[kind]}
+        takes = {"json", "seed", "traceback", *TARGET_OPTIONS[kind]}
         wrong = not_applicable(args.given, set(args.given) - takes, f"to a {kind} ({args.target})")
         if wrong:
             raise UsageError(wrong)
@@ -239,15 +240,15 @@ def run_check(args: argparse.Namespace) -> int:
     """The agreement battery, the derivation audit, or a target; options of another mode are refused."""
     import jax
 
-    if not args.target:
-        takes = {"json", "seed", *(() if args.derivations else ("only", "derivations"))} | {"derivations"}
-        wrong = not_applicable(args.given, set(args.given) - takes, "to --derivations" if args.derivations
-                               else "to the agreement battery (they are for a target: module:attribute)")
-        if wrong:
-            error("check", wrong)
-            return 2
-    elif {"only", "derivations"} & args.given:
-        error("check", not_applicable(args.given, ("only", "derivations"), f"to a target ({args.target})") or "")
+    if args.target:  # the target's own options are judged once its kind is known (run_check_target)
+        wrong = not_applicable(args.given, ("only", "derivations"), f"to a target ({args.target})")
+    elif args.derivations:
+        wrong = not_applicable(args.given, args.given - {"json", "seed", "derivations"}, "to --derivations")
+    else:
+        wrong = not_applicable(args.given, args.given - {"json", "seed", "only"},
+                               "to the agreement battery (they are for a target: module:attribute)")
+    if wrong:
+        error("check", wrong)
         return 2
     with jax.enable_x64(True):  # float64 for the battery and the audit; a target's check sets its own precision
         if args.target:

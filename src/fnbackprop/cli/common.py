@@ -28,10 +28,6 @@ def error(command: str, text: str, console_: Console | None = None) -> None:
                                 soft_wrap=True, highlight=False)
 
 
-def format_err(value: float) -> str:
-    return "-" if value != value else f"{value:.1e}"
-
-
 class UsageError(Exception):
     """A mistake in the command line: exit status 2, a message, no trace."""
 

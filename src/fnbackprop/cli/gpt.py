@@ -88,7 +88,7 @@ def run_train_gpt(args: argparse.Namespace) -> int:
     import jax
 
     from ..train.checkpoint import CheckpointError
-    from ..train.lm import get_batch, load_chars, model_of, train_lm, write_results
+    from ..train.lm import CHECKPOINT_NAME, get_batch, load_chars, model_of, train_lm, write_results
 
     try:
         config = gpt_config(args)
@@ -96,8 +96,8 @@ def run_train_gpt(args: argparse.Namespace) -> int:
         model = model_of(config, data.vocab_size)
         out = run_folder(args.out, f"runs/gpt-{args.preset}-{config.grad_source}-seed{config.seed}", resume=args.resume,
                          force=args.force)
-        if args.resume and not (out / "checkpoint.npz").is_file():
-            raise FileNotFoundError(f"nothing to resume: no checkpoint.npz in {out}")
+        if args.resume and not (out / CHECKPOINT_NAME).is_file():  # before the compiles and the gradient check
+            raise FileNotFoundError(f"nothing to resume: no {CHECKPOINT_NAME} in {out}")
     except (ValueError, FileNotFoundError, UsageError) as err:
         error("train", str(err))
         return 2

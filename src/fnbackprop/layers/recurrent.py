@@ -49,12 +49,14 @@ def _split(a: Array, parts: int) -> list[Array]:
 # ----- the cells: one step forward beside its backward ----------------------------------------------------
 class Cell(NamedTuple):
     """One step of a recurrence. `step(W_hh, b_hh, gi_t, state) -> (state_t, h_t, cache_t)`;
-    `back(W_hh, cache_t, dh_t, dstate_rest) -> (dgi_t, dgh_t, dstate_{t-1})`, with dh_t the whole gradient
-    entering h_t and dstate_rest the rest of the state's (the LSTM's dc_t; None otherwise)."""
+    `back(W_hh, cache_t, dh_t, dc_next) -> (dgi_t, dgh_t, (dh_{t-1}, dc_{t-1}))`, with dh_t the whole gradient
+    entering h_t and dc_next what step t + 1 sent to the cell state (the LSTM's; None and None otherwise).
+    `cell_state`: the state is (h, c), not h alone."""
 
     gates: int
     step: Callable
     back: Callable
+    cell_state: bool = False
 
 
 def _rnn_cell(nonlinearity: str) -> Cell:
@@ -93,9 +95,15 @@ def _lstm_back(W_hh: Array, cache: tuple, dh: Array, dc_next: Array) -> tuple:
     """The LSTM step's backward (Karpathy's lstm.py, cs231n's lstm_step_backward):
     do = dh (.) tanh(c_t);  dc = dc_{t, from t+1} + dh (.) o (.) (1 - tanh^2(c_t))   (the cell's second path)
     then the gates (`_lstm_gates_back`);  dh_{t-1} = da W_hh."""
-    o, tc = cache[5], cache[6]
-    da, dc_prev = _lstm_gates_back(cache, dh * tc, dc_next + dh * o * (1 - tc * tc))
+    da, dc_prev = _lstm_gates_back(cache, dh * cache[6], lstm_dc(cache, dh, dc_next))
     return da, da, (da @ W_hh, dc_prev)
+
+
+def lstm_dc(cache: tuple, dh: Array, dc_next: Array) -> Array:
+    """dc_t = dc_{t, from t+1} + dh_t (.) o (.) (1 - tanh^2(c_t)): the whole gradient entering c_t, from the
+    next step and through h_t = o tanh(c_t) (the cell's second path)."""
+    o, tc = cache[5], cache[6]
+    return dc_next + dh * o * (1 - tc * tc)
 
 
 def _lstm_gates_back(cache: tuple, do: Array, dc: Array) -> tuple[Array, Array]:
@@ -130,7 +138,7 @@ def _gru_back(W_hh: Array, cache: tuple, dh: Array, _: Any) -> tuple:
     return dgi, dgh, (dh * z + dgh @ W_hh, None)
 
 
-LSTM_CELL = Cell(4, _lstm_step, _lstm_back)
+LSTM_CELL = Cell(4, _lstm_step, _lstm_back, cell_state=True)
 GRU_CELL = Cell(3, _gru_step, _gru_back)
 
 
@@ -141,36 +149,25 @@ class SequenceCache(NamedTuple):
     steps: Any  # each step's cache, stacked over time (T first)
 
 
-def _zero_state(cell: Cell, x: Array, hidden: int) -> State:
-    h = jnp.zeros((x.shape[0], hidden), x.dtype)
-    return (h, h) if cell is LSTM_CELL else h
+def zero_state(cell: Cell, m: int, hidden: int, dtype: Any) -> State:
+    """The zero state of m sequences: h, or (h, c) for a cell with a cell state."""
+    h = jnp.zeros((m, hidden), dtype)
+    return (h, h) if cell.cell_state else h
 
 
-def _h_of(state: State) -> Array:
-    return state[0] if isinstance(state, tuple) else state
-
-
-def sequence_forward(cell: Cell, params: Params, x: Array, state: State | None = None,
-                     probes: Array | None = None) -> tuple[Array, State, SequenceCache]:
-    """(every h_t: (m, T, H), the final state, the cache) from `state` (None: zeros). `probes` (m, T, H),
-    zero, are added to each h_t as it is produced: their gradient is dC/dh_t, for the tests."""
+def sequence_forward(cell: Cell, params: Params, x: Array, state: State | None = None) -> tuple[Array, State, SequenceCache]:
+    """(every h_t: (m, T, H), the final state, the cache) from `state` (None: zeros)."""
     hidden = params["W_hh"].shape[1]
     gi = x @ params["W_ih"].T + (params["b_ih"] if "b_ih" in params else 0)
     b_hh = params["b_hh"] if "b_hh" in params else jnp.zeros((params["W_hh"].shape[0],), x.dtype)
-    state = _zero_state(cell, x, hidden) if state is None else state
+    state = zero_state(cell, x.shape[0], hidden, x.dtype) if state is None else state
 
-    def one(carry: State, inputs: tuple) -> tuple:
-        gi_t, probe_t = inputs
+    def one(carry: State, gi_t: Array) -> tuple:
         new, h_t, cache_t = cell.step(params["W_hh"], b_hh, gi_t, carry)
-        if probe_t is not None:
-            h_t = h_t + probe_t
-            new = (h_t, new[1]) if isinstance(new, tuple) else h_t
-        return new, (h_t, _h_of(carry), cache_t)
+        return new, (h_t, carry[0] if cell.cell_state else carry, cache_t)
 
-    time_major = jnp.swapaxes(gi, 0, 1)
-    probes_tm = None if probes is None else jnp.swapaxes(probes, 0, 1)
     stacked: tuple
-    final, stacked = jax.lax.scan(one, state, (time_major, probes_tm))
+    final, stacked = jax.lax.scan(one, state, jnp.swapaxes(gi, 0, 1))
     hs, h_prev, steps = stacked
     return jnp.swapaxes(hs, 0, 1), final, SequenceCache(x, jnp.swapaxes(h_prev, 0, 1), steps)
 
@@ -183,9 +180,8 @@ def sequence_backward(cell: Cell, params: Params, cache: SequenceCache, dy: Arra
     x = cache.x
     hidden = params["W_hh"].shape[1]
     zero = jnp.zeros((x.shape[0], hidden), dy.dtype)
-    if dstate is None:
-        dstate = (zero, zero) if cell is LSTM_CELL else zero
-    dh_next, dc_next = dstate if isinstance(dstate, tuple) else (dstate, zero)
+    dstate = zero_state(cell, x.shape[0], hidden, dy.dtype) if dstate is None else dstate
+    dh_next, dc_next = dstate if cell.cell_state else (dstate, zero)
 
     def one(carry: tuple, inputs: tuple) -> tuple:
         dh_carried, dc_carried = carry
@@ -193,7 +189,7 @@ def sequence_backward(cell: Cell, params: Params, cache: SequenceCache, dy: Arra
         dh_t = dy_t + dh_carried
         dgi_t, dgh_t, (dh_prev, dc_prev) = cell.back(params["W_hh"], cache_t, dh_t, dc_carried)
         dc_prev = zero if dc_prev is None else dc_prev
-        dc_t = _lstm_dc(cache_t, dh_t, dc_carried) if cell is LSTM_CELL else dc_carried
+        dc_t = lstm_dc(cache_t, dh_t, dc_carried) if cell.cell_state else dc_carried
         return (dh_prev, dc_prev), (dgi_t, dgh_t, dh_t, dc_t)
 
     per_step: tuple
@@ -206,19 +202,13 @@ def sequence_backward(cell: Cell, params: Params, cache: SequenceCache, dy: Arra
     if "b_hh" in params:
         grads["b_hh"] = jnp.sum(dgh, axis=(0, 1))
     dx = dgi @ params["W_ih"]
-    dstate0 = (dh0, dc0) if cell is LSTM_CELL else dh0
+    dstate0 = (dh0, dc0) if cell.cell_state else dh0
     if not intermediates:
         return grads, dx, dstate0
     found = {"dh": jnp.swapaxes(dhs, 0, 1)}
-    if cell is LSTM_CELL:
+    if cell.cell_state:
         found["dc"] = jnp.swapaxes(dcs, 0, 1)
     return grads, dx, dstate0, found
-
-
-def _lstm_dc(cache_t: tuple, dh_t: Array, dc_carried: Array) -> Array:
-    """The whole gradient entering c_t: from step t + 1, and through h_t = o tanh(c_t)."""
-    _, _, _, _, _, o, tc = cache_t
-    return dc_carried + dh_t * o * (1 - tc * tc)
 
 
 # ----- the layers -------------------------------------------------------------------------------------------

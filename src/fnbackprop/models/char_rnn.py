@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from ..layers.protocol import Array
-from ..layers.recurrent import Recurrent, gru, lstm, rnn
+from ..layers.recurrent import Recurrent, gru, lstm, rnn, zero_state
 
 CELLS = {"rnn": lambda h: rnn(h), "lstm": lstm, "gru": gru}
 
@@ -46,11 +46,7 @@ class CharRNN:
 
     def zero_states(self, m: int, dtype: Any = jnp.float32) -> list:
         """Every layer's zero state for a batch of m sequences."""
-        states = []
-        for layer in self.layers:
-            h = jnp.zeros((m, layer.hidden), dtype)
-            states.append((h, h) if layer.cell.gates == 4 else h)
-        return states
+        return [zero_state(layer.cell, m, layer.hidden, dtype) for layer in self.layers]
 
     def forward(self, params: dict, idx: Array, states: Sequence | None = None) -> tuple[Array, list, list]:
         """(logits: (m, T, V), the final states, the caches)."""
