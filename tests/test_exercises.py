@@ -91,6 +91,18 @@ MISTAKES = [
     ("lstm", "dc_next = dc * f", "dc_next = 0 * dc", "cell path dropped"),
     ("lstm", "do = dh * jnp.tanh(c)", "do = dh * (1.0 - jnp.tanh(c) * jnp.tanh(c))", "derivative for function"),
     ("lstm", "df * f * (1 - f)", "df * i * (1.0 - i)", "wrong gate in a derivative"),
+    ("rnn_step", "da = dy * (1 - h ** 2)", "da = dy", "missing-derivative"),
+    ("rnn_step", 'dh_prev = da @ params["W_hh"]', "dh_prev = jnp.zeros_like(h_prev)", "previous state's gradient dropped"),
+    ("rnn_step", "dW_hh = da.T @ h_prev", "dW_hh = h_prev.T @ da", "transpose"),
+    ("lstm_step", "dc = dc_out + dh * o * (1 - jnp.tanh(c) ** 2)", "dc = dh * o * (1 - jnp.tanh(c) ** 2)",
+     "cell output path dropped"),
+    ("lstm_step", "dc_prev = dc * f", "dc_prev = dc * 1.0", "forget gate left out of dc_{t-1}"),
+    ("gru_step", "dgh = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)", "dgh = dgi", "reset gate outside W_hn h"),
+    ("gru_step", "dz = dy * (h_prev - n)", "dz = -dy * (h_prev - n)", "update gate's sign"),
+    ("gru_step", 'dh_prev = dy * z + dgh @ params["W_hh"]', 'dh_prev = dgh @ params["W_hh"] + 0 * z', "direct path dropped"),
+    ("bptt", "for t in reversed(range(T)):", "for t in range(T - 1, -1, -1)[::-1]:", "time reversed"),
+    ("bptt", "dh = dy[:, t] + dh_next", "dh = dy[:, t] + 0.0 * dh_next", "recurrent gradient dropped"),
+    ("bptt", 'grads["W_ih"] = grads["W_ih"] + da.T @ x[:, t]', 'grads["W_ih"] = da.T @ x[:, t]', "last step only"),
 ]
 
 
@@ -98,7 +110,7 @@ MISTAKES = [
 QUICK = {"dense: dW = x.T @ dy", "dense: dx = dy @ params[\"W\"].T", "sigmoid: dz = da", "softmax_cross_entropy: dz = dC * (a - y)",
          "batch_norm: dgamma = jnp.sum(dy, axis=0)", "batch_norm: (m * dxhat - xhat", "conv2d: db = jnp.sum(dz, axis=0)",
          'embedding: dwte = jnp.zeros_like(params["wte"]).at[idx].set(dx)', "relu: dz = jnp.where(z <= 0, da, 0.0)",
-         "lstm: dc_next = 0 * dc"}
+         "lstm: dc_next = 0 * dc", "bptt: for t in range(T - 1, -1, -1)[::-1]:"}
 
 
 def solution_lines(name: str) -> list[str]:

@@ -103,6 +103,20 @@ def test_a_sequence_in_chunks_with_the_state_carried_equals_it_whole(kind):
     assert rel_err(jnp.concatenate([dx1, dx2], axis=1), dx) < TOL and rel_err(dstate1, dstate) < TOL
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_checkpointed_bptt_equals_the_backward_that_stores_every_step(kind):
+    """Gruslys et al.'s checkpointed BPTT (segments of 2 or 3 steps, recomputed in the backward), from a given
+    state and with the final state's gradient, against the plain backward: equal to float64 rounding."""
+    layer, params, x, state, dy, dh_final = draws(kind, True, seed=2)
+    dfinal = (dh_final, jnp.zeros((m, H))) if kind == "lstm" else dh_final
+    want = layer.scan_backward(params, layer.scan(params, x, state)[2], dy, dfinal)
+    for every in (2, 3):
+        got = fb.layers.recurrent.checkpointed_backward(layer.cell, params, x, dy, every, state, dfinal)
+        assert rel_err(got, want) < TOL, every
+    with pytest.raises(ValueError, match="dividing T = 6"):
+        fb.layers.recurrent.checkpointed_backward(layer.cell, params, x, dy, 4)
+
+
 def test_the_layout_and_init_are_pytorchs():
     params = fb.lstm(8).init(jax.random.PRNGKey(0), (10, 3))
     assert {k: v.shape for k, v in params.items()} == {"W_ih": (32, 3), "W_hh": (32, 8), "b_ih": (32,), "b_hh": (32,)}

@@ -102,3 +102,60 @@ def rnn_targets(rows: list[dict]) -> list[tuple[str, bool, str]]:
             faster = r["torch / hand"]["median"]
             out.append(("faster than nn.LSTM, hidden 128", faster > 1.0, f"{faster:.2f}x"))
     return out
+
+
+# ----- the memory of BPTT at T = 1,000 ------------------------------------------------------------------------
+def bptt_contenders(cell, every: int) -> dict[str, Callable]:
+    """name -> (params, x, dy) -> (dparams, dx) for one recurrent layer over a whole sequence, from a zero state:
+    the hand-written BPTT storing every step's cache, the same recomputing each segment of `every` steps from
+    its stored state (`checkpointed_backward`), jax.grad of the scanned forward, and jax.grad with
+    `jax.checkpoint` around each segment of `every` steps (the same schedule, by autodiff)."""
+    from ..layers.recurrent import checkpointed_backward, sequence_backward, sequence_forward
+
+    def stored(params, x, dy):
+        return sequence_backward(cell, params, sequence_forward(cell, params, x)[2], dy)[:2]
+
+    def segmented(params, x):
+        m, T, _ = x.shape
+        segments = jnp.swapaxes(x.reshape(m, T // every, every, x.shape[-1]), 0, 1)
+
+        @jax.checkpoint
+        def segment(state, x_seg):
+            hs, final, _ = sequence_forward(cell, params, x_seg, state)
+            return final, hs
+
+        hs = jax.lax.scan(segment, _zero(cell, params, x), segments)[1]
+        return jnp.swapaxes(hs, 0, 1).reshape(m, T, -1)
+
+    def autodiff(forward):
+        return lambda params, x, dy: jax.vjp(forward, params, x)[1](dy)
+
+    return {"hand, every step stored": stored,
+            f"hand, checkpoints every {every} steps": lambda p, x, dy: checkpointed_backward(cell, p, x, dy, every)[:2],
+            "jax.grad": autodiff(lambda p, x: sequence_forward(cell, p, x)[0]),
+            f"jax.grad + jax.checkpoint every {every} steps": autodiff(segmented)}
+
+
+def _zero(cell, params, x):
+    from ..layers.recurrent import zero_state
+
+    return zero_state(cell, x.shape[0], params["W_hh"].shape[1], x.dtype)
+
+
+def measure_bptt_memory(T: int = 1000, hidden: int = 128, batch: int = 32, every: int = 40, timed: bool = True) -> dict:
+    """Peak MiB (XLA's memory analysis, `bench.memory.memory_bytes`) and ms of each `bptt_contenders` entry for
+    an LSTM layer of `hidden` on a float32 sequence (batch, T, hidden), every gradient of <h, dy>."""
+    from ..layers.recurrent import lstm
+    from .memory import MiB, median_seconds, memory_bytes
+
+    layer = lstm(hidden)
+    params = layer.init(jax.random.PRNGKey(0), (hidden,))
+    x = jax.random.normal(jax.random.PRNGKey(1), (batch, T, hidden), jnp.float32)
+    dy = jax.random.normal(jax.random.PRNGKey(2), (batch, T, hidden), jnp.float32)
+    out: dict[str, Any] = {"T": T, "hidden": hidden, "batch": batch, "every": every, "peak_mib": {}, "temp_mib": {}, "ms": {}}
+    for name, step in bptt_contenders(layer.cell, every).items():
+        peak, temp = memory_bytes(step, params, x, dy)
+        out["peak_mib"][name], out["temp_mib"][name] = peak / MiB, temp / MiB
+        if timed:
+            out["ms"][name] = 1e3 * median_seconds(step, params, x, dy)
+    return out

@@ -222,8 +222,9 @@ def _bench_memory(args: argparse.Namespace, out: Path) -> dict:
 
 
 def _bench_rnn(args: argparse.Namespace, results: dict) -> dict:
-    """char-rnn's model's step (`fnbackprop.bench.rnn`): a table and the targets; `results` with "rnn" added."""
-    from ..bench.rnn import rnn_targets, run_rnn_benchmark
+    """char-rnn's model's step and the memory of BPTT (`fnbackprop.bench.rnn`): tables and the targets;
+    `results` with "rnn" and "bptt_memory" added."""
+    from ..bench.rnn import measure_bptt_memory, rnn_targets, run_rnn_benchmark
 
     with status_console.status("benchmarking the LSTM's step...", spinner="dots"):
         rnn = run_rnn_benchmark(args.quick, args.rounds)
@@ -231,7 +232,16 @@ def _bench_rnn(args: argparse.Namespace, results: dict) -> dict:
                               "gradient, medians of interleaved rounds", rnn, ("hidden", "ms"),
                               ("first loss", lambda r, name: f"{r['losses'][name]:.6f}")))
     _print_targets("targets: the LSTM's step", rnn_targets(rnn))
-    return {**results, "rnn": rnn}
+    with status_console.status("measuring the memory of BPTT (compiling each contender)...", spinner="dots"):
+        memory = measure_bptt_memory(200, every=20) if args.quick else measure_bptt_memory()
+    table = Table(title=f"BPTT through T = {memory['T']} steps, one LSTM layer of {memory['hidden']}, batch {memory['batch']}, "
+                        "float32: peak memory (XLA's analysis: arguments, temporaries, outputs) and time")
+    for col in ("implementation", "peak MiB", "temporaries MiB", "ms"):
+        table.add_column(col, justify="left" if col == "implementation" else "right")
+    for name, peak in memory["peak_mib"].items():
+        table.add_row(name, f"{peak:.1f}", f"{memory['temp_mib'][name]:.1f}", f"{memory['ms'][name]:.0f}")
+    console.print(table)
+    return {**results, "rnn": rnn, "bptt_memory": memory}
 
 
 def _write_bench(args: argparse.Namespace, out: Path, results: dict) -> int:

@@ -1,9 +1,11 @@
-"""`fnbackprop train --model gpt` and `fnbackprop sample`: the character-level GPT on the command line."""
+"""`fnbackprop train --model gpt` and `fnbackprop sample`: the character-level language models on the command line
+(the GPT here, the recurrent nets in `cli.rnn`; the options both read are `LM_OPTIONS`)."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from pathlib import Path
 
 from .common import (UsageError, console, error, gradient_check_passes, in_range, positive_int, run_folder, seed_int,
                      training_progress)
@@ -15,7 +17,6 @@ fraction = in_range(float, 0, 1, high_open=True)
 
 #: LMConfig fields settable on the command line: argparse type and help (nanoGPT's names)
 GPT_OPTIONS = {
-    "n_layer": (positive_int, "transformer blocks"),
     "n_head": (positive_int, "attention heads per block"),
     "n_embd": (positive_int, "the residual stream's width"),
     "block_size": (positive_int, "context length in characters"),
@@ -27,8 +28,6 @@ GPT_OPTIONS = {
     "beta1": (fraction, "AdamW's beta1"),
     "beta2": (fraction, "AdamW's beta2"),
     "weight_decay": (non_negative_float, "AdamW's decoupled weight decay (matrices and embeddings)"),
-    "grad_clip": (positive_float, "clip the gradient's global norm to this"),
-    "eval_interval": (positive_int, "iterations between loss estimates"),
     "eval_iters": (positive_int, "batches per loss estimate"),
     "attention_block": (positive_int, "a memory saver of the hand-written backward: blockwise attention in blocks of this many positions"),
     "head_chunk": (positive_int, "a memory saver of the hand-written backward: the cross-entropy head in chunks of this many rows"),
@@ -38,31 +37,65 @@ FLAGS = {
     "recompute_gelu": "recompute GELU's input and output in the backward instead of storing them (llm.c's -r 1)",
     "recompute_norm": "keep each layer norm's input, recompute its normalised values and output in the backward (llm.c's -r 2)",
 }
+#: options of every character-level language model (the GPT and the recurrent nets): type and help
+LM_OPTIONS = {
+    "n_layer": (positive_int, "layers: transformer blocks or stacked recurrent layers"),
+    "grad_clip": (positive_float, "gpt: clip the gradient's global norm to this; rnn: clip each entry to [-c, c] "
+                                  "(or the global norm, --clip global)"),
+    "eval_interval": (positive_int, "iterations between evaluations"),
+}
 #: options of the GPT trainer alone (argparse destinations)
-GPT_ONLY = ("preset", *GPT_OPTIONS, *FLAGS)
+GPT_ONLY = (*GPT_OPTIONS, *FLAGS)
+DEFAULT_PRESET = {"gpt": "shakespeare-char-cpu", "rnn": "char-rnn"}
 
 
-def preset_values(name: str) -> str:
-    """`name`'s value in each preset, for the help: "preset: 4 (cpu), 6 (gpu)"."""
-    from ..train.lm import PRESETS
+def presets_of(model: str) -> dict:
+    """The presets of `--model gpt` or of the recurrent nets (`rnn`, `lstm`, `gru`)."""
+    if model == "gpt":
+        from ..train.lm import PRESETS
+    else:
+        from ..train.rnn_lm import PRESETS  # type: ignore[assignment]
+    return PRESETS
 
+
+def preset_values(name: str, models: tuple[str, ...] = ("gpt",)) -> str:
+    """`name`'s value in each preset of `models`, for the help: "preset: 4 (cpu), 6 (gpu)"."""
     def shown(value):
         return ("on" if value else "off") if value is None or isinstance(value, bool) else value
 
-    values = {preset.rsplit("-", 1)[-1]: shown(getattr(config, name)) for preset, config in sorted(PRESETS.items())}
+    values = {preset.rsplit("-", 1)[-1] if model == "gpt" else preset: shown(getattr(config, name))
+              for model in models for preset, config in sorted(presets_of(model).items())}
     if len(set(map(str, values.values()))) == 1:
         return f"preset: {next(iter(values.values()))}"
     return "preset: " + ", ".join(f"{value} ({where})" for where, value in values.items())
 
 
-def add_gpt_options(train: argparse.ArgumentParser) -> None:
-    """The GPT's options on `fnbackprop train` (with --model gpt; --data-path, --lr, --batch-size, --seed,
-    --grad-source, --out, --resume and --force are shared with the MLP)."""
-    from ..train.lm import PRESETS
+def add_lm_options(train: argparse.ArgumentParser) -> None:
+    """The options every language model reads: --preset and `LM_OPTIONS`."""
+    group = train.add_argument_group("language models (--model gpt, rnn, lstm, gru): an option not given takes the "
+                                     "preset's value")
+    group.add_argument("--preset", default=None, choices=[*sorted(presets_of("gpt")), *sorted(presets_of("rnn"))],
+                       help="gpt: nanoGPT's CPU or GPU configuration for Tiny Shakespeare; rnn, lstm, gru: char-rnn's or "
+                            "min-char-rnn's recipe (default: shakespeare-char-cpu for gpt, char-rnn for the recurrent nets)")
+    for name, (kind, text) in LM_OPTIONS.items():
+        group.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+                           help=f"{text} ({preset_values(name, ('gpt', 'rnn'))})")
 
+
+def chosen_preset(args: argparse.Namespace, family: str) -> str:
+    """The preset named by --preset (refused when it is the other family's), or the family's default."""
+    if args.preset is None:
+        return DEFAULT_PRESET[family]
+    if args.preset not in presets_of(family):
+        raise UsageError(f"--preset {args.preset} is not one of --model {args.model}'s: "
+                         f"{', '.join(sorted(presets_of(family)))}")
+    return args.preset
+
+
+def add_gpt_options(train: argparse.ArgumentParser) -> None:
+    """The GPT's own options on `fnbackprop train` (with --model gpt; --data-path, --lr, --batch-size, --seed,
+    --grad-source, --out, --resume and --force are shared with the MLP)."""
     group = train.add_argument_group("gpt (--model gpt): an option not given takes the preset's value")
-    group.add_argument("--preset", default="shakespeare-char-cpu", choices=sorted(PRESETS),
-                       help="nanoGPT's CPU or GPU configuration for Tiny Shakespeare (default: shakespeare-char-cpu)")
     for name, (kind, text) in GPT_OPTIONS.items():
         group.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"{text} ({preset_values(name)})")
     for name, text in FLAGS.items():
@@ -72,11 +105,9 @@ def add_gpt_options(train: argparse.ArgumentParser) -> None:
 
 def gpt_config(args: argparse.Namespace):
     """The preset, with every option given on the command line in its place (ValueError for a bad one)."""
-    from ..train.lm import PRESETS
-
-    given = {name: getattr(args, name) for name in [*GPT_OPTIONS, *FLAGS] if getattr(args, name) is not None}
+    given = {name: getattr(args, name) for name in [*LM_OPTIONS, *GPT_OPTIONS, *FLAGS] if getattr(args, name) is not None}
     shared = {"lr": args.lr, "batch_size": args.batch_size, "seed": args.seed, "grad_source": args.grad_source}
-    config = replace(PRESETS[args.preset], **given, **{k: v for k, v in shared.items() if v is not None})
+    config = replace(presets_of("gpt")[chosen_preset(args, "gpt")], **given, **{k: v for k, v in shared.items() if v is not None})
     if "max_iters" in given and "lr_decay_iters" not in given:  # nanoGPT decays over the whole run
         config = replace(config, lr_decay_iters=config.max_iters)
     return config
@@ -92,9 +123,10 @@ def run_train_gpt(args: argparse.Namespace) -> int:
 
     try:
         config = gpt_config(args)
+        preset = chosen_preset(args, "gpt")
         data = load_chars(args.data_path)
         model = model_of(config, data.vocab_size)
-        out = run_folder(args.out, f"runs/gpt-{args.preset}-{config.grad_source}-seed{config.seed}", resume=args.resume,
+        out = run_folder(args.out, f"runs/gpt-{preset}-{config.grad_source}-seed{config.seed}", resume=args.resume,
                          force=args.force)
         if args.resume and not (out / CHECKPOINT_NAME).is_file():  # before the compiles and the gradient check
             raise FileNotFoundError(f"nothing to resume: no {CHECKPOINT_NAME} in {out}")
@@ -122,7 +154,7 @@ def run_train_gpt(args: argparse.Namespace) -> int:
             progress.stop()
             error("train", str(err))
             return 3 if isinstance(err, FloatingPointError) else 2
-    write_results(result, data, out, {"preset": args.preset, "data_path": str(args.data_path or "default")})
+    write_results(result, data, out, {"preset": preset, "data_path": str(args.data_path or "default")})
     console.print(f"done: validation loss {result.final_val_loss:.4f} on 200 batches; training loop {result.train_seconds:.1f} s "
                   f"({1e3 * result.train_seconds / config.max_iters:.1f} ms per iteration)")
     console.print(f"results: {out / 'results.json'}, plot: {out / 'loss.png'}, checkpoint: {out / 'checkpoint.npz'}; "
@@ -131,10 +163,10 @@ def run_train_gpt(args: argparse.Namespace) -> int:
 
 
 def add_sample_command(sub) -> None:
-    sample = sub.add_parser("sample", help="print text from a GPT trained with `fnbackprop train --model gpt`",
-                            description="Continue a prompt with the GPT saved in a run's folder (its checkpoint holds the "
+    sample = sub.add_parser("sample", help="print text from a language model trained with `fnbackprop train --model gpt|rnn|lstm|gru`",
+                            description="Continue a prompt with the GPT or recurrent net saved in a run's folder (its checkpoint holds the "
                                         "weights and the vocabulary, so no data is read).")
-    sample.add_argument("--out", required=True, help="the run's folder, as given to `fnbackprop train --model gpt --out`")
+    sample.add_argument("--out", required=True, help="the run's folder, as given to `fnbackprop train --model gpt|rnn|lstm|gru --out`")
     sample.add_argument("--prompt", default="\n", help="text to continue, in the characters of the training text "
                                                        "(default: a new line)")
     sample.add_argument("--tokens", type=positive_int, default=500, help="characters to generate")
@@ -147,19 +179,28 @@ def add_sample_command(sub) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    """Print text generated by a saved run."""
+    """Print text generated by a saved run (a GPT's or a recurrent net's)."""
     import jax
 
-    from ..train.checkpoint import CheckpointError
-    from ..train.lm import NotALanguageModel, generate, load_run
+    from ..train import rnn_lm
+    from ..train.checkpoint import CheckpointError, read_meta
+    from ..train.lm import CHECKPOINT_NAME, NotALanguageModel, generate, load_run
 
     if "data_path" in args.given:
         error("sample", "--data-path does not apply: the vocabulary and the weights come from the run's checkpoint (--out)")
         return 2
     try:
-        model, params, data, _ = load_run(args.out)
-        prompt = data.encode(args.prompt or "\n")
-        tokens = generate(model, params, prompt, args.tokens, jax.random.PRNGKey(args.seed), args.temperature, args.top_k)
+        saved = Path(args.out) / CHECKPOINT_NAME
+        meta = read_meta(saved) if saved.is_file() else {}
+        recurrent = meta.get("model") == "rnn"
+        key = jax.random.PRNGKey(args.seed)
+        if recurrent:
+            rnn_model, params, data, _ = rnn_lm.load_rnn(Path(args.out), meta)
+            tokens = rnn_lm.generate(rnn_model, params, data.encode(args.prompt or "\n"), args.tokens, key,
+                                     args.temperature, args.top_k)
+        else:
+            model, params, data, _ = load_run(args.out)
+            tokens = generate(model, params, data.encode(args.prompt or "\n"), args.tokens, key, args.temperature, args.top_k)
     except (CheckpointError, ValueError, FileNotFoundError, NotALanguageModel) as err:
         error("sample", str(err))
         return 2

@@ -1,4 +1,5 @@
-"""`fnbackprop train`: an MLP or conv net (the default), or with `--model gpt` the character-level GPT.
+"""`fnbackprop train`: an MLP or conv net (the default), or a character-level language model: the GPT
+(`--model gpt`) or a recurrent net (`--model rnn|lstm|gru`).
 
 A gradient check on one batch, then the training with a progress display; results.json, a plot and a
 checkpoint in the run's folder. Options of one model given to the other are refused in one line, never
@@ -10,39 +11,46 @@ import argparse
 
 from .common import (UsageError, console, error, gradient_check_passes, in_range, int_list, name_list, not_applicable,
                      positive_int, run_folder, seed_int, training_progress)
-from .gpt import GPT_ONLY, add_gpt_options, run_train_gpt
+from .gpt import GPT_ONLY, LM_OPTIONS, add_gpt_options, add_lm_options, run_train_gpt
+from .rnn import RNN_ONLY, add_rnn_options, run_train_rnn
 
 DEFAULT_HEADS = {"classification": ("softmax", "cross_entropy"), "binary": ("sigmoid", "bce"), "regression": ("identity", "mse")}
 DATASETS = ("digits", "breast_cancer", "diabetes", "mnist")
 #: options of the MLP and conv trainer alone (argparse destinations)
-MLP_ONLY = ("dataset", "widths", "layers", "activation", "output", "loss", "init", "optimizer", "momentum", "schedule",
+MLP_ONLY = ("dataset", "widths", "layers", "activation", "output", "loss", "init", "momentum", "schedule",
             "decay_rate", "decay_epochs", "l2", "epochs", "devices")
-#: options both trainers take
+#: options every trainer takes
 SHARED = ("model", "data_path", "lr", "batch_size", "seed", "grad_source", "out", "resume", "force")
-MLP_DEFAULTS = {"lr": 0.05, "batch_size": 32}
+LANGUAGE_MODEL = ("preset", *LM_OPTIONS)
+RECURRENT = ("rnn", "lstm", "gru")
+#: what each --model reads besides SHARED
+OPTIONS_OF = {"mlp": (*MLP_ONLY, "optimizer"), "gpt": (*LANGUAGE_MODEL, *GPT_ONLY),
+              **{cell: (*LANGUAGE_MODEL, *RNN_ONLY, "optimizer") for cell in RECURRENT}}
+MLP_DEFAULTS = {"lr": 0.05, "batch_size": 32, "optimizer": "momentum"}
 
 
 def add_train_command(sub) -> None:
-    train = sub.add_parser("train", help="train an MLP or conv net (default: the bundled digits), or a character-level GPT",
+    train = sub.add_parser("train", help="train an MLP or conv net (default: the bundled digits), or a character-level GPT or recurrent net",
                            description="Train with the hand-coded backward (checked against jax.grad on one batch first). "
                                        "--model mlp (the default) trains an MLP or, with --layers, any stack of layers on a "
-                                       "dataset; --model gpt trains nanoGPT's character-level GPT on a text. Options of one "
-                                       "model are refused with the other.")
-    both = train.add_argument_group("both models")
-    both.add_argument("--model", default="mlp", choices=["mlp", "gpt"], help="what to train")
+                                       "dataset; --model gpt trains nanoGPT's character-level GPT on a text, --model rnn, lstm or gru "
+                                       "char-rnn's recurrent nets. Options of one model are refused with another.")
+    both = train.add_argument_group("every model")
+    both.add_argument("--model", default="mlp", choices=["mlp", "gpt", *RECURRENT], help="what to train")
     both.add_argument("--data-path", default=None,
                       help="mlp: MNIST as mnist.pkl.gz or a folder of its IDX files (implies --dataset mnist; else "
-                           "$FNBACKPROP_MNIST, ../shared/data); gpt: a UTF-8 text file or a folder holding "
+                           "$FNBACKPROP_MNIST, ../shared/data); gpt, rnn, lstm, gru: a UTF-8 text file or a folder holding "
                            "tinyshakespeare/input.txt (else $FNBACKPROP_TEXT, ../shared/data)")
     both.add_argument("--lr", type=in_range(float, 0, low_open=True), default=None,
-                      help=f"learning rate (default: {MLP_DEFAULTS['lr']} for mlp; for gpt the preset's)")
+                      help=f"learning rate (default: {MLP_DEFAULTS['lr']} for mlp; for the language models the preset's)")
     both.add_argument("--batch-size", type=positive_int, default=None,
-                      help=f"examples per step (default: {MLP_DEFAULTS['batch_size']} for mlp; for gpt the preset's)")
+                      help=f"examples (sequences) per step (default: {MLP_DEFAULTS['batch_size']} for mlp; for the language "
+                           "models the preset's)")
     both.add_argument("--seed", type=seed_int, default=0, help="initialisation, shuffles and dropout")
     both.add_argument("--grad-source", default="hand", choices=["hand", "autodiff"],
                       help="hand: the hand-coded backward; autodiff: jax.grad")
     both.add_argument("--out", default=None,
-                      help="the run's folder (default: a fresh runs/DATASET-SOURCE-seedN or runs/gpt-PRESET-SOURCE-seedN); "
+                      help="the run's folder (default: a fresh runs/DATASET-SOURCE-seedN or runs/MODEL-PRESET-SOURCE-seedN); "
                            "one that holds a run needs --resume or --force")
     both.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     both.add_argument("--force", action="store_true", help="overwrite the run in --out")
@@ -60,7 +68,9 @@ def add_train_command(sub) -> None:
     mlp.add_argument("--output", default=None, help="output activation (default: by task: softmax, sigmoid or identity)")
     mlp.add_argument("--loss", default=None, help="loss (default: by task: cross_entropy, bce or mse)")
     mlp.add_argument("--init", default="he", help="weight init: lecun, he, nielsen, nielsen_large")
-    mlp.add_argument("--optimizer", default="momentum", help="sgd, momentum, nesterov, adam, rmsprop, adagrad")
+    both.add_argument("--optimizer", default=None,
+                      help="mlp: sgd, momentum, nesterov, adam, rmsprop, adagrad; rnn, lstm, gru: rmsprop, adam, adagrad; "
+                           "gpt: always AdamW (default: momentum for mlp, the preset's for the recurrent nets)")
     mlp.add_argument("--momentum", type=in_range(float, 0, 1, high_open=True), default=0.9,
                      help="momentum and nesterov: the velocity's decay")
     mlp.add_argument("--schedule", default="constant", help="learning-rate schedule: constant, exponential, step, cosine")
@@ -72,7 +82,9 @@ def add_train_command(sub) -> None:
     mlp.add_argument("--epochs", type=positive_int, default=30, help="passes over the training set")
     mlp.add_argument("--devices", type=positive_int, default=1,
                      help="data-parallel over N devices (on a CPU, N devices are made: one per core is the useful count)")
+    add_lm_options(train)
     add_gpt_options(train)
+    add_rnn_options(train)
     train.set_defaults(func=run_train)
 
 
@@ -81,9 +93,8 @@ def refusal(args: argparse.Namespace) -> str | None:
     given = args.given
     if "text" in given:
         return "--text is now --data-path (one option for the data of every model)"
-    if args.model == "gpt":
-        return not_applicable(given, MLP_ONLY, "to --model gpt (its options: fnbackprop train --help, group gpt)")
-    wrong = not_applicable(given, GPT_ONLY, "to --model mlp (they are the GPT's: add --model gpt)")
+    wrong = not_applicable(given, set(given) - set(SHARED) - set(OPTIONS_OF[args.model]),
+                           f"to --model {args.model} (its options: fnbackprop train --help)")
     if wrong:
         return wrong
     if "data_path" in given and "dataset" in given and args.dataset != "mnist":
@@ -99,12 +110,14 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     if args.model == "gpt":
         return run_train_gpt(args)
+    if args.model in RECURRENT:
+        return run_train_rnn(args)
     return run_train_mlp(args)
 
 
 def mlp_config(args: argparse.Namespace) -> dict:
     """The MLP run's options as recorded in results.json and the checkpoint (its own and the shared ones)."""
-    return {name: getattr(args, name) for name in (*SHARED, *MLP_ONLY)}
+    return {name: getattr(args, name) for name in (*SHARED, *OPTIONS_OF["mlp"])}
 
 
 def run_train_mlp(args: argparse.Namespace) -> int:
@@ -119,8 +132,9 @@ def run_train_mlp(args: argparse.Namespace) -> int:
 
     if "data_path" in args.given and "dataset" not in args.given:
         args.dataset = "mnist"
-    args.lr = MLP_DEFAULTS["lr"] if args.lr is None else args.lr
-    args.batch_size = MLP_DEFAULTS["batch_size"] if args.batch_size is None else args.batch_size
+    for name, value in MLP_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     try:
         ds = datasets.load(args.dataset, args.data_path)
     except (FileNotFoundError, ValueError, TypeError) as err:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 
-from ..layers import (activation, batch_norm, causal_self_attention, conv2d, dense_forward, dropout, embedding, layer_norm,
-                      lstm, max_pool, softmax)
+from ..layers import (activation, batch_norm, causal_self_attention, conv2d, dense_forward, dropout, embedding, gru, layer_norm,
+                      lstm, max_pool, rnn, softmax)
 from ..activations import ACTIVATIONS
 from ..losses import LOSSES, Head
 
@@ -52,6 +52,23 @@ class Exercise(NamedTuple):
 
 def _layer_output(layer: Any) -> Callable:
     return lambda params, x, extra: layer.forward(params, x)[0]
+
+
+#: the recurrent exercises' hidden units (solutions/rnn_step.py, gru_step.py, lstm_step.py, bptt.py, lstm.py have the same)
+HIDDEN = 3
+
+
+def _step_reference(layer: Any, states: int) -> Callable:
+    """One step of the package's recurrent `layer` on x = [x_t, h_{t-1}] (states = 1) or [x_t, h_{t-1}, c_{t-1}]
+    (states = 2, the LSTM, whose output is then [h_t, c_t])."""
+    def reference(params: Any, x: Any, extra: Any) -> Any:
+        import jax.numpy as jnp
+
+        C = x.shape[-1] - states * HIDDEN
+        parts = [x[:, C + k * HIDDEN: C + (k + 1) * HIDDEN] for k in range(states)]
+        _, final, _ = layer.scan(params, x[:, None, :C], tuple(parts) if states == 2 else parts[0])
+        return jnp.concatenate(final, axis=-1) if states == 2 else final
+    return reference
 
 
 def _residual_reference(params: dict, x: Any, extra: Any) -> Any:
@@ -247,4 +264,56 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
               "df * f * (1 - f)", "df * i * (1 - i)"),
          Slip("last step only", "your weights' gradients keep only one step's share: each weight is used at every step, so "
               "its gradient sums over time", 'grads["W_hh"] = grads["W_hh"] + da.T @ h_prev', 'grads["W_hh"] = da.T @ h_prev'))),
+    Exercise("rnn_step", "one step of a vanilla RNN: the weights' gradients, dx_t and dh_{t-1}", (4 + HIDDEN,),
+             _step_reference(rnn(HIDDEN), 1), (
+        "h_t = tanh(a): start with dC/da, from dy and the derivative of tanh written with h_t.",
+        "a is a sum of two affine maps: W_ih meets x_t, W_hh meets h_{t-1}; both biases get the same gradient.",
+        "dC/dh_{t-1} comes back through W_hh exactly as dC/dx_t comes back through W_ih."),
+        (Slip("previous state's gradient dropped", "your dC/dh_{t-1} is zero: h_{t-1} enters a through W_hh, so its gradient "
+              "comes back through W_hh", 'dh_prev = da @ params["W_hh"]', "dh_prev = 0 * da"),),
+        input_gradient="dxh"),
+    Exercise("lstm_step", "one step of an LSTM: the weights' gradients, dx_t, dh_{t-1} and dc_{t-1}", (4 + 2 * HIDDEN,),
+             _step_reference(lstm(HIDDEN), 2), (
+        "dy carries two gradients: dC/dh_t and dC/dc_t. c_t also feeds h_t, so dC/dc_t gets a second share through h_t.",
+        "h_t = o tanh(c_t): do takes tanh(c_t) itself, dc takes o tanh'(c_t).",
+        "c_t = f c_{t-1} + i g: each of f, i, g gets dc times its partner; c_{t-1} gets dc times f.",
+        "Then through each gate's nonlinearity to a, and a's two affine maps as in rnn_step."),
+        (Slip("cell output path dropped", "your dc_t leaves out the gradient arriving at c_t itself (the second half of dy): "
+              "c_t is an output of the step as well as the input of h_t", "dc = dc_out + dh * o", "dc = dh * o"),
+         Slip("derivative for function", "your do multiplies dh by tanh'(c_t) where h_t = o tanh(c_t) has tanh(c_t) itself",
+              "do = dh * jnp.tanh(c)", "do = dh * (1 - jnp.tanh(c) ** 2)"),
+         Slip("wrong gate in a derivative", "your forget gate's derivative uses the input gate: sigmoid'(a_f) = f (1 - f)",
+              "df * f * (1 - f)", "df * i * (1 - i)"),
+         Slip("forget gate left out of dc_{t-1}", "your dc_{t-1} is dc_t itself: c_t = f c_{t-1} + i g, so c_{t-1} gets dc_t "
+              "times f", "dc_prev = dc * f", "dc_prev = dc")),
+        input_gradient="dxhc"),
+    Exercise("gru_step", "one step of a GRU: the weights' gradients, dx_t and dh_{t-1}", (4 + HIDDEN,),
+             _step_reference(gru(HIDDEN), 1), (
+        "h_t = (1 - z) n + z h_{t-1}: dn = dy (1 - z), dz = dy (h_{t-1} - n), and h_{t-1} gets dy z directly.",
+        "n = tanh(gi_n + r gh_n): the product r gh_n sends the gradient to r times gh_n, and to gh_n times r.",
+        "gi and gh differ only in their n third: gh's carries the factor r, gi's does not.",
+        "h_{t-1} has two ways back: the direct z h_{t-1}, and through W_hh into all three gates."),
+        (Slip("reset gate outside W_hn h", "your gradient through W_hn h_{t-1} + b_hn leaves out the reset gate r that multiplies "
+              "it: in PyTorch's GRU n = tanh(W_in x + b_in + r * (W_hn h + b_hn))",
+              "dgh = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)", "dgh = jnp.concatenate([da_r, da_z, da_n], axis=-1)"),
+         Slip("direct path dropped", "your dh_{t-1} leaves out the direct path: h_t = (1 - z) n + z h_{t-1} uses h_{t-1} itself, "
+              "weighted by z", 'dh_prev = dy * z + dgh @ params["W_hh"]', 'dh_prev = dgh @ params["W_hh"]'),
+         Slip("update gate's sign", "your dz has the wrong sign: h_t = (1 - z) n + z h_{t-1}, so dh_t/dz = h_{t-1} - n",
+              "dz = dy * (h_prev - n)", "dz = dy * (n - h_prev)")),
+        input_gradient="dxh"),
+    Exercise("bptt", "backpropagation through time in a vanilla RNN over a whole sequence", (4, 2), _layer_output(rnn(HIDDEN)), (
+        "Go through time backwards: step t needs the gradient step t + 1 sends back to h_t.",
+        "The whole gradient entering h_t is dy_t plus what came back from step t + 1 through W_hh.",
+        "tanh' at step t is 1 - h_t^2, with that step's h_t.",
+        "Each weight is used at every step: add each step's share to its gradient."),
+        (Slip("recurrent gradient dropped", "your dh_t leaves out the gradient step t + 1 sends back through W_hh: h_t is also "
+              "the next step's input", "dh = dy[:, t] + dh_next", "dh = dy[:, t]"),
+         Slip("time reversed", "your backward walks forward in time: step t needs what step t + 1 sends back, so go from the last "
+              "step to the first", "for t in reversed(range(T)):", "for t in range(T):"),
+         Slip("last step only", "your weights' gradients keep only one step's share: each weight is used at every step, so its "
+              "gradient sums over time", 'grads["W_hh"] = grads["W_hh"] + da.T @ h_prevs[t]', 'grads["W_hh"] = da.T @ h_prevs[t]'),
+         Slip("last step only", "your weights' gradients keep only one step's share: each weight is used at every step, so its "
+              "gradient sums over time", 'grads["W_ih"] = grads["W_ih"] + da.T @ x[:, t]', 'grads["W_ih"] = da.T @ x[:, t]'),
+         Slip("derivative at the wrong step", "your tanh' is taken at h_{t-1}: step t's derivative is 1 - h_t^2, with its own h_t",
+              "da = dh * (1 - hs[t] ** 2)", "da = dh * (1 - h_prevs[t] ** 2)"))),
 )}

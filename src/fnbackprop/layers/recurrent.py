@@ -211,6 +211,45 @@ def sequence_backward(cell: Cell, params: Params, cache: SequenceCache, dy: Arra
     return grads, dx, dstate0, found
 
 
+def checkpointed_backward(cell: Cell, params: Params, x: Array, dy: Array, every: int, state: State | None = None,
+                          dstate: State | None = None) -> tuple:
+    """(dparams, dx, dstate_0) of the sequence from `state`, storing only every `every`-th state: Gruslys et
+    al.'s (2016) checkpointed BPTT in its simplest form. The forward keeps the n = T / every states that
+    start each segment and nothing else; the backward walks the segments from the last to the first,
+    recomputes one segment's step caches from its stored state (`sequence_forward`) and runs that segment's
+    BPTT (`sequence_backward`) with the gradient carried in from the segment after it:
+
+        dh_{end of s} = dh_0 of segment s + 1,   dW = sum over segments of each segment's dW
+
+    Memory: n states and one segment's caches (O(T / k + k) instead of O(T)); cost: one more forward.
+    The result is the plain backward's, up to the order of the sums over time."""
+    m, T, _ = x.shape
+    if every < 1 or T % every:
+        raise ValueError(f"checkpointed BPTT needs a segment length dividing T = {T}, got {every}")
+    n, hidden = T // every, params["W_hh"].shape[1]
+    state = zero_state(cell, m, hidden, x.dtype) if state is None else state
+    segments = lambda a: jnp.swapaxes(a.reshape(m, n, every, *a.shape[2:]), 0, 1)  # noqa: E731  (n, m, k, ...)
+
+    def forward_segment(carry: State, x_seg: Array) -> tuple:
+        final = sequence_forward(cell, params, x_seg, carry)[1]
+        return final, carry  # keep the state the segment started from, nothing else
+
+    starts: Any = jax.lax.scan(forward_segment, state, segments(x))[1]
+    dstate = zero_state(cell, m, hidden, dy.dtype) if dstate is None else dstate
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+
+    def backward_segment(carry: tuple, inputs: tuple) -> tuple:
+        dstate_end, total = carry
+        x_seg, dy_seg, start = inputs
+        cache = sequence_forward(cell, params, x_seg, start)[2]  # the segment's caches, recomputed
+        grads, dx_seg, dstate_start = sequence_backward(cell, params, cache, dy_seg, dstate_end)
+        return (dstate_start, jax.tree_util.tree_map(jnp.add, total, grads)), dx_seg
+
+    dxs: Array
+    (dstate0, grads), dxs = jax.lax.scan(backward_segment, (dstate, zeros), (segments(x), segments(dy), starts), reverse=True)
+    return grads, jnp.swapaxes(dxs, 0, 1).reshape(x.shape), dstate0
+
+
 # ----- the layers -------------------------------------------------------------------------------------------
 class Recurrent(NamedTuple):
     """A recurrent layer: the layer protocol (`init`, `forward`, `backward` from a zero state) and

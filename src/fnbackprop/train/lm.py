@@ -366,12 +366,12 @@ def load_run(out_dir: str | os.PathLike) -> tuple[GPT, Any, CharData, LMConfig]:
     holds no checkpoint, NotALanguageModel when its checkpoint is not a GPT's."""
     out = Path(out_dir)
     if not (out / CHECKPOINT_NAME).is_file():
-        raise FileNotFoundError(f"no {CHECKPOINT_NAME} in {out}: give the folder of a run of `fnbackprop train --model gpt`")
+        raise FileNotFoundError(f"no {CHECKPOINT_NAME} in {out}: give the folder of a run of `fnbackprop train --model gpt|rnn|lstm|gru`")
     meta = checkpoint.read_meta(out / CHECKPOINT_NAME)
     if "chars" not in meta:
         model = (meta.get("config") or {}).get("dataset", "a network")
         raise NotALanguageModel(f"{out} holds a run of {model}, not a language model: sample needs a run of "
-                                "`fnbackprop train --model gpt`")
+                                "`fnbackprop train --model gpt|rnn|lstm|gru`")
     config = LMConfig(**{k: v for k, v in meta["config"].items() if k in CONFIG_FIELDS})
     chars = meta["chars"]
     model = model_of(config, len(chars))
