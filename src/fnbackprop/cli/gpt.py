@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, Callable
 
 from .common import (UsageError, console, error, gradient_check_passes, in_range, positive_int, run_folder, seed_int,
                      training_progress)
@@ -118,7 +119,6 @@ def run_train_gpt(args: argparse.Namespace) -> int:
     loss.png and a checkpoint in the run's folder."""
     import jax
 
-    from ..train.checkpoint import CheckpointError
     from ..train.lm import CHECKPOINT_NAME, get_batch, load_chars, model_of, train_lm, write_results
 
     try:
@@ -141,25 +141,40 @@ def run_train_gpt(args: argparse.Namespace) -> int:
     x, y = get_batch(jax.random.PRNGKey(1), jax.numpy.asarray(data.train), config.batch_size, config.block_size)
     if not gradient_check_passes(model, params, x, y):
         return 1
+    result = train_with_progress(lambda show: train_lm(config, data, out, resume=args.resume, on_eval=show), config.max_iters,
+                                 lambda r: f"train loss {r['train_loss']:.4f}  val loss {r['val_loss']:.4f}")
+    if isinstance(result, int):
+        return result
+    write_results(result, data, out, {"preset": preset, "data_path": str(args.data_path or "default")})
+    print_done(out, result.final_val_loss, "on 200 batches", result.train_seconds, config.max_iters)
+    return 0
+
+
+def train_with_progress(train: Callable[[Callable[[dict], None]], Any], total: int, describe: Callable[[dict], str]) -> Any:
+    """`train(on_eval)` under the progress display ("iteration 500/2000", `describe(record)` at each
+    evaluation): its result, or the exit status after a one-line error (3 when training diverged, else 2)."""
+    from ..train.checkpoint import CheckpointError
+
     with training_progress("iteration") as progress:
-        task = progress.add_task("compiling...", total=config.max_iters)
+        task = progress.add_task("compiling...", total=total)
 
         def show(record: dict) -> None:
-            progress.update(task, completed=record["iteration"],
-                            description=f"train loss {record['train_loss']:.4f}  val loss {record['val_loss']:.4f}")
+            progress.update(task, completed=record["iteration"], description=describe(record))
 
         try:
-            result = train_lm(config, data, out, resume=args.resume, on_eval=show)
+            return train(show)
         except (ValueError, FileNotFoundError, CheckpointError, FloatingPointError) as err:
             progress.stop()
             error("train", str(err))
             return 3 if isinstance(err, FloatingPointError) else 2
-    write_results(result, data, out, {"preset": preset, "data_path": str(args.data_path or "default")})
-    console.print(f"done: validation loss {result.final_val_loss:.4f} on 200 batches; training loop {result.train_seconds:.1f} s "
-                  f"({1e3 * result.train_seconds / config.max_iters:.1f} ms per iteration)")
+
+
+def print_done(out: Path, val_loss: float, scored_on: str, seconds: float, iterations: int) -> None:
+    """The last lines of a language model's run: its validation loss, the loop's time, where its files are."""
+    console.print(f"done: validation loss {val_loss:.4f} {scored_on}; training loop {seconds:.1f} s "
+                  f"({1e3 * seconds / max(iterations, 1):.1f} ms per iteration)")
     console.print(f"results: {out / 'results.json'}, plot: {out / 'loss.png'}, checkpoint: {out / 'checkpoint.npz'}; "
                   f"sample with: fnbackprop sample --out {out}", highlight=False)
-    return 0
 
 
 def add_sample_command(sub) -> None:

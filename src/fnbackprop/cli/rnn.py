@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from .common import UsageError, console, error, gradient_check_passes, in_range, positive_int, run_folder, training_progress
-from .gpt import LM_OPTIONS, chosen_preset, preset_values, presets_of
+from .common import UsageError, console, error, gradient_check_passes, in_range, positive_int, run_folder
+from .gpt import LM_OPTIONS, chosen_preset, preset_values, presets_of, print_done, train_with_progress
 
 #: RNNConfig fields settable on the command line and only by the recurrent nets: argparse type and help
 RNN_OPTIONS = {
@@ -56,7 +56,6 @@ def run_train_rnn(args: argparse.Namespace) -> int:
     import jax
     import jax.numpy as jnp
 
-    from ..train.checkpoint import CheckpointError
     from ..train.lm import CHECKPOINT_NAME, load_chars
     from ..train.rnn_lm import (batches_per_epoch, initial_params, model_of, streams, total_iterations, train_rnn,
                                 write_results)
@@ -85,23 +84,10 @@ def run_train_rnn(args: argparse.Namespace) -> int:
     T = config.seq_length
     if not gradient_check_passes(model, params, jnp.asarray(xs[:, :T]), jnp.asarray(ys[:, :T])):
         return 1
-    with training_progress("iteration") as progress:
-        task = progress.add_task("compiling...", total=total)
-
-        def show(record: dict) -> None:
-            progress.update(task, completed=record["iteration"],
-                            description=f"epoch {record['epoch']:.2f}  train loss {record['train_loss']:.4f}  "
-                                        f"val loss {record['val_loss']:.4f}")
-
-        try:
-            result = train_rnn(config, data, out, resume=args.resume, on_eval=show)
-        except (ValueError, FileNotFoundError, CheckpointError, FloatingPointError) as err:
-            progress.stop()
-            error("train", str(err))
-            return 3 if isinstance(err, FloatingPointError) else 2
+    result = train_with_progress(lambda show: train_rnn(config, data, out, resume=args.resume, on_eval=show), total,
+                                 lambda r: f"epoch {r['epoch']:.2f}  train loss {r['train_loss']:.4f}  val loss {r['val_loss']:.4f}")
+    if isinstance(result, int):
+        return result
     write_results(result, data, out, {"preset": preset, "data_path": str(args.data_path or "default")})
-    console.print(f"done: validation loss {result.final_val_loss:.4f} on every validation character; training loop "
-                  f"{result.train_seconds:.1f} s ({1e3 * result.train_seconds / max(result.iterations, 1):.1f} ms per iteration)")
-    console.print(f"results: {out / 'results.json'}, plot: {out / 'loss.png'}, checkpoint: {out / CHECKPOINT_NAME}; "
-                  f"sample with: fnbackprop sample --out {out}", highlight=False)
+    print_done(out, result.final_val_loss, "on every validation character", result.train_seconds, result.iterations)
     return 0
