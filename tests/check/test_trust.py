@@ -70,9 +70,30 @@ def test_an_agreement_with_a_nan_error_does_not_pass():
     assert Agreement(0.0, 0.0, 0.0, 0.0).passed()
 
 
+@pytest.mark.parametrize("bad", [NAN, INF])
+def test_autodiff_non_finite_where_the_function_is_finite_leaves_the_judgement_to_finite_differences(bad):
+    """A differentiation convention: autodiff NaN or inf at (1, 1), the finite differences finite there. A rule
+    value between their one-sided slopes (4.9 and 5.1 around the central 5) passes as `convention`; one
+    outside them (6) is `backward wrong`; a rule non-finite itself stays `non-finite` (the test above)."""
+    auto = np.arange(1.0, 7.0).reshape(2, 3)
+    slopes = np.tile(auto.reshape(-1), (4, 1))
+    slopes[[0, 2], 4], slopes[[1, 3], 4] = 5.1, 4.9  # a kink at entry (1, 1): slopes 4.9 on one side, 5.1 on the other
+    sample = FDSample(np.arange(6), slopes, np.zeros(6))
+    broken = auto.copy()
+    broken[1, 1] = bad
+    for value, verdict in ((5.0, "convention"), (4.95, "convention"), (6.0, "backward wrong")):
+        hand = auto.copy()
+        hand[1, 1] = value
+        row = compare_tensor("t", hand, broken, 1e-10, jitted=hand, sample=sample)
+        assert row.verdict == verdict and "(1, 1)" in row.detail, row
+        assert row.ok == (verdict == "convention")
+
+
 @pytest.mark.parametrize("where", ["hand", "jitted", "autodiff", "finite differences"])
 @pytest.mark.parametrize("bad", [NAN, INF])
 def test_compare_tensor_fails_a_non_finite_entry_in_any_argument_and_names_it(where, bad):
+    """Non-finite autodiff fails too where the finite differences cannot judge: here entry (1, 1) is not
+    among those they probed."""
     auto = np.arange(1.0, 7.0).reshape(2, 3)
     arrays = {"hand": auto.copy(), "jitted": auto.copy(), "autodiff": auto.copy()}
     slopes = np.tile(auto.reshape(-1), (4, 1))
@@ -80,7 +101,8 @@ def test_compare_tensor_fails_a_non_finite_entry_in_any_argument_and_names_it(wh
         slopes[1, 4] = bad
     else:
         arrays[where][1, 1] = bad
-    sample = FDSample(np.arange(6), slopes, np.zeros(6))
+    probed = np.arange(6) if where != "autodiff" else np.array([0, 1, 2, 3, 5])
+    sample = FDSample(probed, slopes[:, probed], np.zeros(probed.size))
     row = compare_tensor("t", arrays["hand"], arrays["autodiff"], 1e-10, jitted=arrays["jitted"], sample=sample)
     assert row.verdict == "non-finite" and not row.ok
     names = {"hand": "hand gradient is", "jitted": "under jax.jit", "autodiff": "autodiff", "finite differences": "finite differences"}

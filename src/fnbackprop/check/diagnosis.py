@@ -9,8 +9,9 @@ the true gradients of the check's other tensors. The first word is one of
 - `scale`: hand = c x autodiff for one c (a missing or extra 1/m reads "scale x8" at m = 8);
 - `transpose`: hand = autodiff with its last two axes swapped, or hand equals the gradient of an
   alternative where a matrix product's square operand went untransposed (W where W^T belongs);
-- `broadcast-sum`: hand has extra leading axes that, summed, give autodiff (a gradient not summed
-  over the axis the forward broadcast; a mean where the sum belongs reads as `scale`);
+- `broadcast-sum`: hand has the shape of the input broadcast (extra leading axes, or sizes where the
+  input has 1): a gradient not summed over the axes the forward broadcast, named from the shapes alone
+  (and the evidence says whether, summed, it equals autodiff; a mean where the sum belongs reads as `scale`);
 - `swapped`: hand equals the true gradient of another tensor of the check;
 - `missing-derivative` (g'(z) left out) and `activation-for-derivative` (g(z) used where g'(z)
   belongs): for an elementwise step dx = dy * g'(x) whose upstream dy and output y = g(x) are known,
@@ -70,11 +71,14 @@ def diagnose(hand: Any, auto: Any, others: dict[str, Any] | None = None, local: 
     hand = np.asarray(hand, np.float64)
     if hand.shape != auto.shape:
         axes = _broadcast_axes(hand.shape, auto.shape)
-        if axes is not None and fits(hand.sum(axis=axes[0]).sum(axis=axes[1], keepdims=True), auto):
-            return (f"broadcast-sum: summed over the axes {list(axes[0]) + [len(axes[0]) + a for a in axes[1]]} the forward "
-                    f"broadcast, the hand gradient {list(hand.shape)} equals autodiff {list(auto.shape)}")
         if hand.ndim >= 2 and hand.shape == auto.shape[:-2] + auto.shape[:-3:-1] and fits(np.swapaxes(hand, -1, -2), auto):
             return f"transpose: the hand gradient {list(hand.shape)} is autodiff {list(auto.shape)} with its last two axes swapped"
+        if axes is not None:  # from the shapes alone: an input the forward broadcast, its gradient not reduced
+            summed = [*axes[0], *(len(axes[0]) + a for a in axes[1])]
+            sums = fits(hand.sum(axis=axes[0]).sum(axis=axes[1], keepdims=True), auto)
+            return (f"broadcast-sum: the hand gradient {list(hand.shape)} for an input of shape {list(auto.shape)} is not "
+                    f"summed over the axes {summed} the forward broadcast it to"
+                    + ("; summed, it equals autodiff" if sums else ""))
         return f"unknown: shape {list(hand.shape)}, expected {list(auto.shape)}"
     if not np.all(np.isfinite(hand)):
         bad = np.argwhere(~np.isfinite(hand))

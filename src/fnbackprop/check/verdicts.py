@@ -1,7 +1,7 @@
 """One tensor's verdict: the hand gradient against autodiff, float64 finite differences and jax.jit.
 
 Every check of the package (`check_layer`, `check_network`, `check_loss`) ends here, so there is one
-set of verdicts (`VERDICTS`); a row passes only as `ok` or `kink`:
+set of verdicts (`VERDICTS`); a row passes only as `ok`, `kink`, `convention` or `by design`:
 
 - **non-finite**: a NaN or an infinity in the hand gradient (eager or jitted), in autodiff, or in the
   finite differences. It fails whatever else holds; the row names the array and the first bad index.
@@ -9,6 +9,10 @@ set of verdicts (`VERDICTS`); a row passes only as `ok` or `kink`:
   precision problem, or a forward that is not what its autodiff says), so nothing can be judged.
 - **backward wrong**: hand != autodiff at an entry that no kink excuses.
 - **eager vs jit**: the backward gives other numbers under `jax.jit` (it reads Python state).
+- **convention** (passes): autodiff of the primal is NaN or infinite at some entries where the function
+  is finite (a norm at 0, sinc at 0: the reason such a rule is written), and the rule's values there lie
+  between the finite differences' one-sided quotients, a derivative or a subgradient; a value outside
+  them is `backward wrong`, and a rule that is itself non-finite there stays `non-finite`.
 - **by design** (passes; `check_vjp(..., by_design=True)` only): the rule differs from the gradient
   on purpose (a straight-through estimator, a clipped backward); the row shows by how much.
 - **kink** (passes): the function has a kink at some probed entry, and wherever hand differs from
@@ -47,9 +51,9 @@ SMALL_STEP = 4
 #: rounding level of a difference quotient, in units of eps |f| / h, below which a jump is noise
 ROUNDING_UNITS = 100
 
-VERDICTS = ("ok", "kink", "by design", "backward wrong", "eager vs jit", "non-finite", "references disagree",
+VERDICTS = ("ok", "kink", "convention", "by design", "backward wrong", "eager vs jit", "non-finite", "references disagree",
             "shape/dtype mismatch", "raised", "structure mismatch")
-PASSING = ("ok", "kink", "by design")
+PASSING = ("ok", "kink", "convention", "by design")
 
 
 class TensorRow(NamedTuple):
@@ -315,6 +319,18 @@ def compare_tensor(name: str, hand: Any, auto: Any, tol: float, *, jitted: Any =
         return TensorRow(name, tuple(auto.shape), True, float(np.max(diff, initial=0.0)), rel, worst, ratio, fd_rel, kinks,
                          verdict, jit_rel, detail)
 
+    convention = ""
+    if sample is not None and np.all(np.isfinite(hand)) and (jitted is None or np.all(np.isfinite(jitted))) \
+            and not np.all(np.isfinite(auto)):
+        auto, convention = _convention(hand, auto, sample, fd_tol, floor)
+        if convention:  # autodiff's non-finite entries are now the finite differences' judgement
+            with np.errstate(invalid="ignore", over="ignore"):
+                diff = np.abs(hand.astype(np.float64) - auto)
+            worst = tuple(int(i) for i in np.unravel_index(np.argmax(diff), diff.shape)) if diff.size else ()
+            rel = leaf_rel_err(hand, auto, floor)
+            ratio = best_fit_ratio(hand, auto)
+        if convention.startswith("backward wrong: "):
+            return row("backward wrong", convention.removeprefix("backward wrong: "))
     if nonfinite := _non_finite(hand, auto, jitted, sample):
         return row("non-finite", nonfinite)
     scale = max(np.max(np.abs(hand), initial=0.0), np.max(np.abs(auto), initial=0.0), floor)
@@ -350,4 +366,108 @@ def compare_tensor(name: str, hand: Any, auto: Any, tol: float, *, jitted: Any =
     if jit_rel > tol:
         return row("eager vs jit", f"the backward gives other values under jax.jit (rel. error {jit_rel:.1e}): "
                                    "it reads Python state or concrete values", fd_rel, kinks)
+    if convention:
+        return row("convention", convention, fd_rel, kinks)
     return row("kink" if kinks else "ok", f"{kinks} probed entries sit on kinks" if kinks else "", fd_rel, kinks)
+
+
+def _convention(hand: np.ndarray, auto: np.ndarray, sample: FDSample, fd_tol: float, floor: float) -> tuple[np.ndarray, str]:
+    """A differentiation convention: autodiff of the primal is NaN or infinite at some entries (a norm at 0,
+    sinc at 0, x log y at x = 0) where the rule is finite. If the function is finite around each such
+    entry (its finite differences are), the finite differences judge it with the kink rule: the rule's
+    value must lie between the one-sided quotients (a derivative, or a subgradient at a kink). Returns
+    (autodiff with those entries replaced by the rule's, the row's detail) when every one is excused;
+    (auto, "backward wrong: why") when one is not; (auto, "") when the finite differences cannot judge
+    (an entry not probed, or the function not finite next to the point: then `non-finite` stands)."""
+    flat_auto, flat_hand = auto.reshape(-1), hand.reshape(-1).astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(flat_auto))
+    position = {int(i): j for j, i in enumerate(sample.index)}
+    if any(int(i) not in position for i in bad):
+        return auto, ""
+    columns = np.array([position[int(i)] for i in bad])
+    slopes = sample.slopes[:, columns]
+    if not np.all(np.isfinite(slopes)):
+        return auto, ""
+    finite = flat_auto[np.isfinite(flat_auto)]
+    scale = max(float(np.max(np.abs(finite), initial=0.0)), float(np.max(np.abs(slopes), initial=0.0)), floor)
+    margin = fd_tol * scale + ROUNDING_UNITS * SMALL_STEP * sample.noise[columns]
+    low, high = np.minimum(slopes[2], slopes[3]) - margin, np.maximum(slopes[2], slopes[3]) + margin
+    outside = (flat_hand[bad] < low) | (flat_hand[bad] > high)
+    first = tuple(int(v) for v in np.unravel_index(bad[0], auto.shape))
+    fixed = flat_auto.copy()
+    if outside.any():  # judged against the finite differences' central quotient there
+        k = int(np.flatnonzero(outside)[0])
+        where = tuple(int(v) for v in np.unravel_index(bad[k], auto.shape))
+        fixed[bad] = (slopes[2] + slopes[3]) / 2
+        return fixed.reshape(auto.shape), (
+            f"backward wrong: autodiff is {flat_auto[bad[k]]} at {where}, where the function is finite; the rule's "
+            f"{flat_hand[bad[k]]:.6g} there is outside the finite differences' one-sided slopes [{low[k]:.6g}, {high[k]:.6g}]")
+    fixed[bad] = flat_hand[bad]
+    return fixed.reshape(auto.shape), (f"autodiff of the primal is {flat_auto[bad[0]]} at {len(bad)} entr"
+                                       f"{'y' if len(bad) == 1 else 'ies'} (first {first}) where the function is finite: "
+                                       "the rule's values there lie within the finite differences' slopes (a valid "
+                                       "differentiation convention)")
+
+
+# ----- kinks across several entries at once ------------------------------------------------------------
+#: random directions over the kinked entries of one tensor, besides the all-ones direction
+JOINT_DIRECTIONS = 6
+#: the joint test looks at most at this many of a tensor's kinked entries (two evaluations of f each)
+JOINT_ENTRIES = 64
+
+
+def joint_kink_violation(f: Callable[[Any], Array], point: Any, leaf: int, hand: np.ndarray, auto: np.ndarray,
+                         tol: float, floor: float, fd_tol: float, key: Array) -> str:
+    """'' when the rule's values at the kinked entries of the `leaf`-th leaf of `point` (those where hand !=
+    autodiff, each already between its own one-sided slopes) also hold together; else why not.
+
+    At a tie (max, max-pooling, sort, a norm at 0) each entry's slopes are not enough: the full upstream
+    gradient given to *every* tied entry passes entry by entry, yet the tied entries' gradients then sum
+    to k times the slope. Where f is convex across the kinked entries, a subgradient g satisfies, for every
+    direction v, -f'(x; -v) <= <g, v> <= f'(x; v) (the reverse where f is concave). The entries are grouped by
+    the curvature their own one-sided slopes show (convex: the forward slope above the backward one;
+    concave: below), so that a sum of separate kinks of both kinds (ReLUs under upstream gradients of
+    both signs) is never judged as one; within each group of two or more, the test runs along the
+    all-ones direction and JOINT_DIRECTIONS random ones, the one-sided directional derivatives taken as
+    float64 quotients at a small step."""
+    hand64, auto64 = np.asarray(hand, np.float64), np.asarray(auto, np.float64)
+    scale = max(float(np.max(np.abs(auto64), initial=0.0)), float(np.max(np.abs(hand64), initial=0.0)), floor)
+    entries = np.flatnonzero(np.abs(hand64 - auto64).reshape(-1) > tol * scale)[:JOINT_ENTRIES]
+    if entries.size < 2:
+        return ""
+    leaves, treedef = jax.tree_util.tree_flatten(point)
+    x = np.asarray(leaves[leaf], np.float64)
+    step = FD_STEP / SMALL_STEP * max(1.0, float(np.max(np.abs(x.reshape(-1)[entries]), initial=0.0)))
+    f0 = float(f(point))
+
+    def one_sided(v: np.ndarray) -> tuple[float, float, float]:
+        """(f'(x; v), -f'(x; -v), the quotients' rounding level) for v over the entries."""
+        full = np.zeros(x.size)
+        full[entries] = v
+        plus, minus = (float(f(jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x + s * step * full.reshape(x.shape))
+                                                                      if j == leaf else p for j, p in enumerate(leaves)])))
+                       for s in (1.0, -1.0))
+        noise = ROUNDING_UNITS * float(jnp.finfo(jnp.float64).eps) * max(abs(plus), abs(minus), abs(f0)) / step
+        return (plus - f0) / step, (f0 - minus) / step, noise
+
+    g = hand64.reshape(-1)[entries]
+    curvature = np.array([np.subtract(*one_sided(np.eye(entries.size)[k])[:2]) for k in range(entries.size)])
+    bend = KINK_TOL * scale
+    rng = numpy_rng(key)
+    for sign, members in ((1.0, np.flatnonzero(curvature > bend)), (-1.0, np.flatnonzero(curvature < -bend))):
+        if members.size < 2:
+            continue
+        for n, v_group in enumerate([np.ones(members.size)] + [rng.standard_normal(members.size) for _ in range(JOINT_DIRECTIONS)]):
+            v = np.zeros(entries.size)
+            v[members] = v_group
+            up, down, noise = one_sided(v)
+            margin = fd_tol * scale * float(np.sum(np.abs(v))) + noise
+            along = float(g @ v)
+            low, high = (down, up) if sign > 0 else (up, down)
+            if along > high + margin or along < low - margin:
+                first = tuple(int(i) for i in np.unravel_index(entries[members[0]], x.shape))
+                return (f"at the kink, the rule's values at {members.size} entries (first {first}) are each between their own "
+                        f"one-sided slopes, but not together: along {'all ones' if n == 0 else 'a random direction'} over "
+                        f"them <g, v> = {along:.6g}, outside the one-sided directional derivatives [{low:.6g}, {high:.6g}] "
+                        "(the gradients of tied entries must share the slope, not each take all of it)")
+    return ""

@@ -51,7 +51,7 @@ from .numerics import TOL_FINITE_DIFF, TOL_FLOAT32, TOL_FLOAT64, leaf_rel_err, n
 from .rules import derivative_variants
 from .projections import (PROJECTIONS, LEAF_PROJECTIONS, LOCALISE_ENTRIES, Projections, leaf_supports, projected_differences,
                           projection_error, support_norms)
-from .verdicts import (MAX_FD_ENTRIES as MAX_FD_ENTRIES, numpy_rng, Report as Report, TensorRow as TensorRow,
+from .verdicts import (MAX_FD_ENTRIES as MAX_FD_ENTRIES, joint_kink_violation, numpy_rng, Report as Report, TensorRow as TensorRow,
                        compare_tensor as compare_tensor, entries_to_probe, failure_row,
                        finite_differences_at as finite_differences_at)
 
@@ -59,6 +59,10 @@ Array = jax.Array
 
 #: the verdicts whose rows carry a diagnosis of the mistake's kind
 DIAGNOSED = ("backward wrong", "non-finite", "shape/dtype mismatch")
+
+#: the diagnosis of a rule whose values at a kink are each a valid one-sided slope but not together
+TIE_DIAGNOSIS = ("tie: at the kink each entry's value lies between its own one-sided slopes, but not together: tied "
+                 "entries must share the upstream gradient (split it, or give it to one of them), not each take all of it")
 
 #: random entries of each layer's output probed by finite differences in `check_network` (every entry
 #: where hand != autodiff is probed too, up to as many again)
@@ -219,6 +223,16 @@ def judge(names: list[str], hand: list, auto: list, jitted: list, tol: float, fd
             samples = run_user("forward (finite differences, float64)", routine, f, as_dtype(point, jnp.float64), key, indices)
     rows = [compare_tensor(n, h, a, t, jitted=j, sample=s, fd_tol=fd_tol, floor=floor, expected_dtype=e, fd_projected=pr)
             for n, h, a, j, s, t, e, pr in zip(names, hand, auto, jitted, samples, tols, expected_dtypes, projected)]
+    if fd is not None and any(r.verdict in ("kink", "convention") for r in rows):  # the excuse must hold across entries too
+        f, point, key, _ = fd
+        with jax.enable_x64(True):
+            point64 = as_dtype(point, jnp.float64)
+            for i, r in enumerate(rows):
+                if r.verdict in ("kink", "convention"):
+                    why = run_user("forward (directional derivatives at the kink, float64)", joint_kink_violation, f, point64, i,
+                                   np.asarray(hand[i]), np.nan_to_num(np.asarray(auto[i], np.float64)), tols[i], floor, fd_tol,
+                                   jax.random.fold_in(key, 31 + i))
+                    rows[i] = r._replace(verdict="backward wrong", detail=why, diagnosis=TIE_DIAGNOSIS) if why else r
     slips = known() if known is not None and any(r.verdict in DIAGNOSED for r in rows) else []
 
     def diagnosed(row: TensorRow, h: Any, a: Any, t: float, alternatives: list | None = None) -> str:
@@ -227,7 +241,8 @@ def judge(names: list[str], hand: list, auto: list, jitted: list, tol: float, fd
                         fit_tol=max(FIT_TOL, 4 * t), alternatives=alternatives,
                         known=[(kind, words, leaves[i]) for kind, words, leaves in slips])
 
-    rows = [r._replace(diagnosis=diagnosed(r, h, a, t)) if r.verdict in DIAGNOSED else r for r, h, a, t in zip(rows, hand, auto, tols)]
+    rows = [r._replace(diagnosis=diagnosed(r, h, a, t)) if r.verdict in DIAGNOSED and not r.diagnosis else r
+            for r, h, a, t in zip(rows, hand, auto, tols)]
     named = any(r.diagnosis and not r.diagnosis.startswith("unknown") for r in rows)
     if variants is not None and not named and any(r.diagnosis.startswith("unknown") for r in rows):
         try:

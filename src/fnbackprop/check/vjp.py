@@ -131,7 +131,22 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
         expect_like("the custom rule", list(hand), [cast[i] for i in diff], "the rule's cotangents")
         jitted = [None] * len(diff) if refused else run_user("the custom rule under jax.jit", jax.jit(pullback(ruled)),
                                                              [cast[i] for i in diff], ct)
-        auto = run_user("autodiff of the undecorated function", jax.jit(pullback(primal)), [cast[i] for i in diff], ct)
+        reference = pullback(primal)
+        refused_reverse = ""
+        try:
+            auto = run_user("autodiff of the undecorated function", jax.jit(reference), [cast[i] for i in diff], ct)
+        except UserCodeFailed as failure:  # a while_loop solver: reverse mode refused, forward mode is the reference
+            if "Reverse-mode differentiation does not work" not in failure.detail:
+                raise
+            reference, refused_reverse = forward_pullback(lambda d: call(primal, list(d))), failure.detail
+            entries = sum(int(np.size(v)) for v in jax.tree_util.tree_leaves([cast[i] for i in diff]) if _is_float(v))
+            if entries > FORWARD_MODE_ENTRIES:
+                raise UserCodeFailed("autodiff of the undecorated function", "raised",
+                                     f"{failure.detail}; forward mode would need {entries} passes, one per input entry (at most "
+                                     f"{FORWARD_MODE_ENTRIES}): check the rule at smaller inputs") from None
+            auto = run_user("forward-mode autodiff of the undecorated function (jax.jacfwd)", jax.jit(reference),
+                            [cast[i] for i in diff], ct)
+            tol_ = max(tol_, fd_tol_)  # the reference differentiates the solver's iterations: as converged as the solver
         order: list[str] = []
         names: list[str] = []
         hand_l: list = []
@@ -159,13 +174,17 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
         flat = [jax.tree_util.tree_flatten(cast[i]) for i in diff]
         slots = [(a, j) for a, (leaves, _) in enumerate(flat) for j, v in enumerate(leaves) if _is_float(v)]
 
-        def scalar(floats: list) -> Array:
-            """<primal(args), ct> with the floating leaves of the differentiated arguments replaced by `floats`."""
+        def output_at(floats: list) -> Any:
+            """primal(args) with the floating leaves of the differentiated arguments replaced by `floats`."""
             leaves = [list(args_leaves) for args_leaves, _ in flat]
             for (a, j), value in zip(slots, floats):
                 leaves[a][j] = value
-            result = call(primal, [jax.tree_util.tree_unflatten(treedef, lv) for lv, (_, treedef) in zip(leaves, flat)])
-            return _pairing(jax.tree_util.tree_leaves(result), [jnp.asarray(c, jnp.float64) for c in jax.tree_util.tree_leaves(ct)])
+            return call(primal, [jax.tree_util.tree_unflatten(treedef, lv) for lv, (_, treedef) in zip(leaves, flat)])
+
+        def scalar(floats: list) -> Array:
+            """<primal(args), ct> with the floating leaves of the differentiated arguments replaced by `floats`."""
+            return _pairing(jax.tree_util.tree_leaves(output_at(floats)),
+                            [jnp.asarray(c, jnp.float64) for c in jax.tree_util.tree_leaves(ct)])
 
         diff_args = [cast[i] for i in diff]
         fd = (scalar, point, key, finite_differences)
@@ -174,6 +193,7 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
                  if len(jax.tree_util.tree_leaves(out)) == 1 and outputs and jnp.shape(outputs[0]) == jnp.shape(v)}
         variants = variant_gradients(lambda *d: call(primal, list(d)), tuple(diff_args), ct,
                                      lambda g: _float_leaves(g, order, integer_rows))
+        transposed = lambda: _jacobian_for_transpose(output_at, point, out, ct)  # noqa: E731
         if relative_to_autodiff:  # below float64: the rule's error may be PRECISION_FACTOR x autodiff's own
             def in_float64(stage: str, fn: Callable) -> list:
                 return _float_leaves(run_user(stage, jax.jit(pullback(fn)), as_dtype(diff_args, jnp.float64),
@@ -186,24 +206,55 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
             tols = [PRECISION_FACTOR * max(leaf_rel_err(a, r), floor) for a, r in zip(auto_l, ref)]
             judged_rows = judge(names, hand_l, ref, jit_l, tol_, fd_tol, dtype, fd, local, tols=tols,
                                  expected_dtypes=[jnp.asarray(v).dtype for v in point], projections=projections,
-                                 variants=variants)
+                                 variants=variants, known=transposed)
             tol_ = max(tols, default=tol_)
         else:
             rule64 = hand_l
             judged_rows = judge(names, hand_l, auto_l, jit_l, tol_, fd_tol_, dtype, fd, local, projections=projections,
-                                variants=variants)
+                                variants=variants, known=transposed)
         judged = dict(zip(names, judged_rows))
         rows = [judged.get(name) or integer_rows[name] for name in order]  # in the order of the arguments
+        move_notes: tuple[str, ...] = ()
         for transform in () if refused else transforms + (("second order",) if second_order else ()):
-            hand_t, auto_t = _under(transform, pullback(ruled), pullback(primal), diff_args, ct, key, dtype)
-            hand_t, auto_t = (_float_leaves(t, order, integer_rows) for t in (hand_t, auto_t))
             t_tol = (PRECISION_FACTOR + 1) * tol_ / PRECISION_FACTOR if relative_to_autodiff else tol_
-            rows += judge([f"{n} under {transform}" for n in names], hand_t, auto_t, [None] * len(names), t_tol, fd_tol_, dtype)
+            t_names = [f"{n} under {transform}" for n in names]
+
+            def judged_under(scale: float, with_fd: bool) -> tuple[list, tuple | None]:
+                hand_t, auto_t, at = _under(transform, pullback(ruled), reference, diff_args, ct, key, dtype,
+                                            lambda d: call(primal, list(d)), scale)
+                hand_t, auto_t = (_float_leaves(t, order, integer_rows) for t in (hand_t, auto_t))
+                fd_t = (_scalar_of(at), _float_leaves(at[1], order, integer_rows), key, finite_differences) \
+                    if with_fd and at is not None else None
+                return judge(t_names, hand_t, auto_t, [None] * len(names), t_tol, fd_tol_, dtype, fd=fd_t,
+                             local=local if fd_t is not None else None), at
+
+            t_rows, at = judged_under(MOVE_SCALES[0], with_fd=False)
+            if not all(r.ok for r in t_rows):  # at a point the function accepts, and judged as the eager row
+                scale = (_scale_in_domain(diff_args, key, lambda d: call(primal, list(d)))
+                         if transform in ("jax.vmap", "lax.scan") else MOVE_SCALES[0])
+                if scale != MOVE_SCALES[0]:
+                    moved = f"move the inputs by {scale:g} N(0, 1) only" if scale else "use unmoved copies of the inputs"
+                    move_notes += (f"the batched rows (jax.vmap, lax.scan) {moved}: a move of {MOVE_SCALES[0]:g} N(0, 1) "
+                                   "leaves the function's domain (its value is not finite there)",)
+                eager_ok = {r.name: r.ok for r in rows}
+                only_here = any(not t.ok and eager_ok.get(n, False) for t, n in zip(t_rows, names))
+                if scale != MOVE_SCALES[0] or only_here:  # (a failure of the eager row too needs no finite differences)
+                    t_rows, _ = judged_under(scale, with_fd=only_here and at is not None)
+            rows += t_rows
         with jax.enable_x64(True):
             rate = taylor_rate(scalar, [jnp.asarray(v, jnp.float64) for v in point], [jnp.asarray(h, jnp.float64) for h in rule64], key)
+        at_kink = any(r.verdict in ("kink", "convention") for r in rows)
         notes: tuple[str, ...] = (f"Taylor remainder |f(x + h v) - f(x) - h <g, v>| of the rule's g falls like h^{rate:.2f} for h from "
-                 f"{TAYLOR_STEPS[0]:g} to {TAYLOR_STEPS[-1]:g} (h^2: consistent with a correct gradient; h^1: wrong)"
+                 f"{TAYLOR_STEPS[0]:g} to {TAYLOR_STEPS[-1]:g} (h^2: consistent with a correct gradient; h^1: wrong"
+                 + (", or the point is a kink, as here" if at_kink else "") + ")"
                                   if rate == rate else "Taylor remainder not measured: the rule's cotangents do not have the inputs' shapes",)
+        if refused_reverse:
+            rows = [r._replace(detail=r.detail + SOLVER_CAVEAT) if r.verdict == "references disagree" else r for r in rows]
+            notes += (f"reference: forward mode, jax.jacfwd of <f, ct> through the primal (reverse mode refused: "
+                      f"{refused_reverse}); the rule is held to the finite differences' tolerance {fd_tol_:g} against it",)
+        else:
+            notes += ("reference: reverse-mode autodiff of the primal (jax.vjp), and float64 finite differences",)
+        notes += tuple(dict.fromkeys(move_notes))
         notes += (f"nondiff_argnums {nondiff} passed as given",) if nondiff else ()
         notes += (FAST_NOTE,) if fast else ()
         notes += (f"JAX refused the rule ({refused}): its own cotangents are compared, no transform is checked",) if refused else ()
@@ -213,6 +264,63 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
         return report_of(subject, rows, tol_, fd_tol_, warns, notes)
 
     return guarded(subject, dtype, tol, fd_tol, body)
+
+
+#: forward mode stands in for reverse mode (a primal with a while_loop) up to this many input entries: jax.jacfwd
+#: takes one forward pass per entry
+FORWARD_MODE_ENTRIES = 4096
+SOLVER_CAVEAT = ("; the primal's forward-mode derivative differentiates its loop's iterations: a tolerance-stopped "
+                 "solver's derivative is only as converged as the solver (tighten its tolerance, or check at a better "
+                 "conditioned point)")
+
+
+def forward_pullback(fn: Callable[[list], Any]) -> Callable[[list, Any], list]:
+    """(args, ct) -> J^T ct of `fn` at args by forward mode: the gradient of the scalar <fn(args), ct> by
+    jax.jacfwd, one forward pass per input entry. For a primal that reverse mode refuses (a lax.while_loop:
+    a fixed point, a root, an iterative solve, an ODE integrated to a tolerance), where forward mode works.
+    Integer leaves get float0 cotangents, as jax.vjp gives them."""
+    def pullback(args: list, ct: Any) -> list:
+        leaves, treedef = jax.tree_util.tree_flatten(args)
+        floats = [i for i, leaf in enumerate(leaves) if _is_float(leaf)]
+
+        def pairing(values: list) -> Array:
+            full = list(leaves)
+            for i, value in zip(floats, values):
+                full[i] = value
+            out = fn(jax.tree_util.tree_unflatten(treedef, full))
+            return _pairing(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(ct))
+
+        grads = jax.jacfwd(pairing)([leaves[i] for i in floats])
+        cotangents = [np.zeros(jnp.shape(leaf), jax.dtypes.float0) for leaf in leaves]
+        for i, g in zip(floats, grads):
+            cotangents[i] = g
+        return jax.tree_util.tree_unflatten(treedef, cotangents)
+
+    return pullback
+
+
+def _jacobian_for_transpose(output_at: Callable[[list], Any], point: list, out: Any, ct: Any) -> list:
+    """For the diagnosis: [("transpose", words, leaves)] where leaf k is J_k ct, the primal's JVP along the
+    cotangent in input k's place, for each input of the output's shape: what a rule computes when it applies
+    J where J^T belongs (any linear map, not only a matrix product). NaN leaves where the shapes differ."""
+    outputs = [o for o in jax.tree_util.tree_leaves(out) if _is_float(o)]
+    cts = [c for c in jax.tree_util.tree_leaves(ct) if _is_float(c)]
+    if len(outputs) != 1 or len(cts) != 1:
+        return []
+    leaves = []
+    for k, value in enumerate(point):
+        if jnp.shape(value) != jnp.shape(outputs[0]):
+            leaves.append(np.full(jnp.shape(value), np.nan))
+            continue
+
+        def along(v: Array, k: int = k) -> Any:
+            floats = list(point)
+            floats[k] = v
+            return [o for o in jax.tree_util.tree_leaves(output_at(floats)) if _is_float(o)][0]
+
+        leaves.append(jax.jvp(along, (value,), (jnp.asarray(cts[0], jnp.asarray(value).dtype),))[1])
+    return [("transpose", "the rule applies the Jacobian J where its transpose J^T belongs: it equals the primal's JVP "
+                          "along the cotangent, J ct", leaves)]
 
 
 def _raw_rule(f: Callable, vjp: Callable | None, args: list, nondiff: tuple, ct: Any) -> list | None:
@@ -237,33 +345,78 @@ def _raw_rule(f: Callable, vjp: Callable | None, args: list, nondiff: tuple, ct:
             for c, a in zip(cts, diff_args)]
 
 
-def _stack(key: Array, tree: Any, moved: bool) -> Any:
-    """TRANSFORM_BATCH copies of `tree` along a new axis 0, float leaves moved by 0.1 N(0, 1) when `moved`."""
+def _stack(key: Array, tree: Any, scale: float) -> Any:
+    """TRANSFORM_BATCH copies of `tree` along a new axis 0, float leaves moved by scale N(0, 1) (0: unmoved)."""
     def stack(leaf: Any, k: Array) -> Any:
         copies = jnp.stack([jnp.asarray(leaf)] * TRANSFORM_BATCH)
-        if moved and _is_float(leaf):
-            copies = copies + 0.1 * jax.random.normal(k, copies.shape, copies.dtype)
+        if scale and _is_float(leaf):
+            copies = copies + scale * jax.random.normal(k, copies.shape, copies.dtype)
         return copies
 
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     return jax.tree_util.tree_unflatten(treedef, [stack(leaf, k) for leaf, k in zip(leaves, jax.random.split(key, max(1, len(leaves))))])
 
 
-def _under(transform: str, rule: Callable, reference: Callable, args: list, ct: Any, key: Array, dtype) -> tuple[Any, Any]:
-    """(the rule's cotangents, the reference's) under `transform`; user failures become UserCodeFailed."""
-    k_args, k_ct, k_w = jax.random.split(jax.random.fold_in(key, 17), 3)
+#: the batched rows move each input by scale N(0, 1), the first scale at which the primal stays finite
+#: (a function defined on a domain, probabilities in (0, 1) say); 0 keeps unmoved copies
+MOVE_SCALES = (0.1, 0.01, 0.001, 0.0)
+
+
+def _batch_key(key: Array) -> Array:
+    """The key of the batched rows' moves (the same in `_under` and `_scale_in_domain`)."""
+    return jax.random.split(jax.random.fold_in(key, 17), 3)[0]
+
+
+def _scale_in_domain(args: list, key: Array, primal: Callable[[list], Any]) -> float:
+    """The first of MOVE_SCALES at which the primal is finite at every moved copy of `args` (the batch
+    `_under` draws): a row must not fail at a point the user did not give and the function does not accept."""
+    for scale in MOVE_SCALES:
+        try:
+            out = jax.vmap(primal)(_stack(_batch_key(key), args, scale))
+        except Exception:  # noqa: BLE001 (the primal refuses the batch: keep the first move, its row says why)
+            return MOVE_SCALES[0]
+        if all(bool(jnp.all(jnp.isfinite(o))) for o in jax.tree_util.tree_leaves(out) if _is_float(o)):
+            return scale
+    return MOVE_SCALES[-1]
+
+
+def _scalar_of(at: tuple) -> Callable[[list], Array]:
+    """For the finite differences of a transform's row: `at` = (fn, args, ct, slots, flat) -> the scalar
+    <fn(args with the floating leaves replaced), ct> as a function of those leaves."""
+    fn, args, ct = at[0], at[1], at[2]
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    floats = [i for i, leaf in enumerate(leaves) if _is_float(leaf)]
+
+    def scalar(values: list) -> Array:
+        full = list(leaves)
+        for i, value in zip(floats, values):
+            full[i] = value
+        out = fn(jax.tree_util.tree_unflatten(treedef, full))
+        return _pairing(jax.tree_util.tree_leaves(out), [jnp.asarray(c, jnp.float64) for c in jax.tree_util.tree_leaves(ct)])
+
+    return scalar
+
+
+def _under(transform: str, rule: Callable, reference: Callable, args: list, ct: Any, key: Array, dtype,
+           primal: Callable[[list], Any], scale: float = 0.1) -> tuple[Any, Any, tuple | None]:
+    """(the rule's cotangents, the reference's, the point to take finite differences at) under `transform`;
+    the batched transforms move each input by scale N(0, 1). The point is (fn, args, ct): the scalar
+    <fn(args), ct> whose gradient both cotangents are (None for the second order). User failures become
+    UserCodeFailed."""
+    _, k_ct, k_w = jax.random.split(jax.random.fold_in(key, 17), 3)
     if transform in ("jax.vmap", "lax.scan"):
-        batch_args = _stack(k_args, args, moved=True)
+        batch_args = _stack(_batch_key(key), args, scale)
         batch_ct = jax.tree_util.tree_map(lambda c: jax.random.normal(k_ct, (TRANSFORM_BATCH, *jnp.shape(c)), dtype)
                                           if _is_float(c) else np.zeros((TRANSFORM_BATCH, *jnp.shape(c)), c.dtype), ct)
         if transform == "jax.vmap":
             run = lambda fn: jax.vmap(fn)(batch_args, batch_ct)  # noqa: E731
         else:
             run = lambda fn: jax.lax.scan(lambda carry, ab: (carry, fn(*ab)), None, (batch_args, batch_ct))[1]  # noqa: E731
-        return run_user(f"the custom rule under {transform}", run, rule), run_user(f"autodiff under {transform}", run, reference)
+        return (run_user(f"the custom rule under {transform}", run, rule), run_user(f"autodiff under {transform}", run, reference),
+                (jax.vmap(primal), batch_args, batch_ct))
     if transform == "jax.checkpoint":
         return (run_user("the custom rule under jax.checkpoint", jax.checkpoint(rule), args, ct),
-                run_user("autodiff under jax.checkpoint", jax.checkpoint(reference), args, ct))
+                run_user("autodiff under jax.checkpoint", jax.checkpoint(reference), args, ct), (primal, args, ct))
     if transform == "second order":
         weights = jax.tree_util.tree_map(lambda a: jax.random.normal(k_w, jnp.shape(a), dtype) if _is_float(a) else None, args)
 
@@ -273,7 +426,7 @@ def _under(transform: str, rule: Callable, reference: Callable, args: list, ct: 
                 return _pairing(jax.tree_util.tree_leaves(cts), jax.tree_util.tree_leaves(weights))
             return lambda: jax.grad(pairing, allow_int=True)(args)
 
-        return run_user("jax.grad of the custom rule", grad_of(rule)), run_user("jax.grad of autodiff", grad_of(reference))
+        return run_user("jax.grad of the custom rule", grad_of(rule)), run_user("jax.grad of autodiff", grad_of(reference)), None
     raise ValueError(f"unknown transform {transform!r}; expected some of {TRANSFORMS}")
 
 
