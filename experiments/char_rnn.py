@@ -1,7 +1,7 @@
 """char-rnn's and min-char-rnn's recipes on Tiny Shakespeare: hand-written BPTT, jax.grad, and a PyTorch twin.
 
     python experiments/char_rnn.py [--epochs 50] [--seeds 3] [--sources hand,autodiff,torch] [--data-path PATH]
-                                   [--min-char-rnn-epochs 1] [--quick]
+                                   [--min-char-rnn-epochs 1] [--quick] [--stem char_rnn]
 
 The `char-rnn` preset (`fnbackprop.train.rnn_lm.PRESETS`: 2 x 128 LSTM, sequences and batches of 50 with the
 state carried, RMSprop 2e-3 decay 0.95, x0.97 per epoch after epoch 10, element-wise clipping at 5, the
@@ -127,6 +127,7 @@ def main() -> int:
     p.add_argument("--min-char-rnn-epochs", type=float, default=1.0, help="0 leaves min-char-rnn out")
     p.add_argument("--data-path", default=None)
     p.add_argument("--quick", action="store_true", help="smoke test: 0.05 epochs, 1 seed, results/char_rnn-quick.*")
+    p.add_argument("--stem", default="char_rnn", help="results/STEM.json and STEM.png (default char_rnn)")
     args = p.parse_args()
     sources = args.sources.split(",")
     if "torch" in sources:
@@ -163,7 +164,7 @@ def main() -> int:
         record["sample"] = sample(rnn_lm.model_of(mc, data.vocab_size), params, data)
         out["min-char-rnn"] = {"config": asdict(mc), **record}
         print(f"min-char-rnn: val {record['val_loss']:.4f}, loop {record['train_seconds']:.1f} s", flush=True)
-    stem = "char_rnn-quick" if args.quick else "char_rnn"
+    stem = args.stem + ("-quick" if args.quick else "")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=1))
     fig, ax = plt.subplots(figsize=(7, 4))

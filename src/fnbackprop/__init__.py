@@ -11,6 +11,7 @@ from .models.gpt import GPT as GPT, gpt as gpt
 from .models.network import MLP as MLP, Network as Network, Trace as Trace, mlp as mlp, network as network
 from .check.verify import Report as Report, check_layer as check_layer, check_loss as check_loss, check_network as check_network
 from .check.vjp import check_vjp as check_vjp
+from .check.audit import audit as audit
 from . import exercises as exercises, testing as testing
 from ._version import __version__ as __version__
 

@@ -5,7 +5,8 @@
 - `verdicts`, `numerics`, `projections`, `rules`: the rows and their verdicts, tolerances, the finite
   differences along directions, and the reading of a program's custom rules;
 - `diagnosis`: the name of a mistake from its numbers; `mutations`: the planted-mistake catalogues;
-- `battery`: the agreement battery over the built-in components (`fnbackprop check`);
+- `battery`: the agreement battery over the built-in components (`fnbackprop check`); `audit`: every custom
+  rule of a package checked (`fb.audit`, `fnbackprop audit`);
 - `testing`, `strategies`: assertions and hypothesis strategies for a user's own test suite (also
   importable as `fnbackprop.testing` and `fnbackprop.strategies`).
 """

@@ -1,4 +1,4 @@
-"""The `fnbackprop` command: the parser of its five commands, and the dispatch."""
+"""The `fnbackprop` command: the parser of its six commands, and the dispatch."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .._version import __version__
+from .audit import add_audit_command
 from .bench import add_bench_command
 from .check import add_check_command
 from .common import OneLineParser, given_options
@@ -25,6 +26,7 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--version", action="version", version=f"fnbackprop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
     add_check_command(sub)
+    add_audit_command(sub)
     add_train_command(sub)
     add_sample_command(sub)
     add_exercise_command(sub)
