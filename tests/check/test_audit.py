@@ -125,8 +125,8 @@ def test_points_on_the_edge_of_the_domain_or_at_a_jump_are_not_checked():
     from fnbackprop.check.audit import inside_domain
 
     key = jax.random.PRNGKey(0)
-    zeros = [jnp.zeros(4, jnp.float64)]
     with jax.enable_x64(True):
+        zeros = [jnp.zeros(4, jnp.float64)]
         assert not inside_domain(jnp.log, zeros, key)
         assert not inside_domain(jnp.sqrt, zeros, key)
         assert not inside_domain(lambda x: jnp.where(x >= 0, 1.0, 0.0), zeros, key)
