@@ -28,6 +28,58 @@ def error(command: str, text: str, console_: Console | None = None) -> None:
                                 soft_wrap=True, highlight=False)
 
 
+#: where the command line keeps JAX's compiled programs between runs: a directory, or "off"
+COMPILE_CACHE_ENV = "FNBACKPROP_COMPILE_CACHE"
+
+
+def compile_cache_dir() -> Path | None:
+    """$FNBACKPROP_COMPILE_CACHE (a directory, or "off"), else $XDG_CACHE_HOME/fnbackprop/jax (~/.cache/...)."""
+    import os
+
+    given = os.environ.get(COMPILE_CACHE_ENV, "")
+    if given.lower() in ("off", "0", "no", "false"):
+        return None
+    if given:
+        return Path(given).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fnbackprop" / "jax"
+
+
+def use_compile_cache() -> str:
+    """Keep every program the command compiles in JAX's persistent compilation cache (`compile_cache_dir`), so
+    that a second run of the same shapes compiles nothing; left as it is when the caller (a test suite,
+    $JAX_COMPILATION_CACHE_DIR) chose a cache already. Returns where it is, or why there is none."""
+    import jax
+
+    chosen = getattr(jax.config, "jax_compilation_cache_dir")  # (a flag JAX's type stubs do not list)
+    if chosen:
+        return str(chosen)
+    folder = compile_cache_dir()
+    if folder is None:
+        return f"off (${COMPILE_CACHE_ENV}=off)"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return f"off (cannot make {folder}: {err.strerror})"
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return str(folder)
+
+
+def process_start() -> float:
+    """When this process started, on time.time()'s clock: its age from /proc/self/stat and /proc/uptime (Linux,
+    to 10 ms), else now."""
+    import os
+    import time
+
+    try:
+        started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - (uptime - started)
+    except (OSError, ValueError, IndexError):
+        return time.time()
+
+
 class UsageError(Exception):
     """A mistake in the command line: exit status 2, a message, no trace."""
 
@@ -145,6 +197,32 @@ def gradient_check_passes(net, params, x, y) -> bool:
         return False
     console.print(f"gradient check: hand-coded backward agrees with jax.grad on one batch (max relative error {err:.1e}, float32)")
     return True
+
+
+class GradientCheckFailed(Exception):
+    """The pre-training gradient check failed (its message printed): exit status 1."""
+
+
+def gradient_check_meanwhile(net, params, x, y):
+    """Start `gradient_error` in a thread (its programs compile while the caller compiles its own) and return
+    a function that waits for it, says how it went, and raises GradientCheckFailed when it failed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..check.numerics import TOL_FLOAT32
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    pending = pool.submit(gradient_error, net, params, x, y)
+    pool.shutdown(wait=False)
+
+    def wait() -> None:
+        err = pending.result()
+        if err > TOL_FLOAT32:
+            console.print(f"[red]gradient check failed: hand-coded vs jax.grad max relative error {err:.1e} > {TOL_FLOAT32:g}[/red]")
+            raise GradientCheckFailed(err)
+        console.print(f"gradient check: hand-coded backward agrees with jax.grad on one batch (max relative error {err:.1e}, "
+                      "float32)")
+
+    return wait
 
 
 def training_progress(unit: str):

@@ -8,8 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .common import (UsageError, console, error, gradient_check_passes, in_range, positive_int, run_folder, seed_int,
-                     training_progress)
+from .common import (GradientCheckFailed, UsageError, console, error, gradient_check_meanwhile, in_range, positive_int,
+                     process_start, run_folder, seed_int, training_progress)
 
 positive_float = in_range(float, 0, low_open=True)
 non_negative_float = in_range(float, 0)
@@ -119,7 +119,7 @@ def run_train_gpt(args: argparse.Namespace) -> int:
     loss.png and a checkpoint in the run's folder."""
     import jax
 
-    from ..train.lm import CHECKPOINT_NAME, get_batch, load_chars, model_of, train_lm, write_results
+    from ..train.lm import CHECKPOINT_NAME, get_batch, initial_params, load_chars, model_of, train_lm, write_results
 
     try:
         config = gpt_config(args)
@@ -133,20 +133,24 @@ def run_train_gpt(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, UsageError) as err:
         error("train", str(err))
         return 2
-    params = model.init(jax.random.PRNGKey(config.seed))
+    params = initial_params(model, jax.random.split(jax.random.PRNGKey(config.seed), 3)[0])  # train_lm's own start
     console.print(f"[bold]GPT[/bold] {config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, context "
                   f"{config.block_size}: {model.n_params(params) / 1e6:.2f} M parameters; {len(data.train):,} training and "
                   f"{len(data.val):,} validation characters, vocabulary {data.vocab_size}; {config.max_iters} iterations of "
                   f"batch {config.batch_size}, {config.grad_source} gradients; writing to {out}", highlight=False)
     x, y = get_batch(jax.random.PRNGKey(1), jax.numpy.asarray(data.train), config.batch_size, config.block_size)
-    if not gradient_check_passes(model, params, x, y):
-        return 1
-    result = train_with_progress(lambda show: train_lm(config, data, out, resume=args.resume, on_eval=show), config.max_iters,
+    checked = gradient_check_meanwhile(model, params, x, y)  # compiled beside the training chunk, on another core
+    result = train_with_progress(lambda show: train_lm(config, data, out, resume=args.resume, on_eval=show,
+                                                       before_first=checked), config.max_iters,
                                  lambda r: f"train loss {r['train_loss']:.4f}  val loss {r['val_loss']:.4f}")
     if isinstance(result, int):
         return result
-    write_results(result, data, out, {"preset": preset, "data_path": str(args.data_path or "default")})
+    startup = result.first_iteration_at - process_start()
+    write_results(result, data, out, {"preset": preset, "data_path": str(args.data_path or "default"),
+                                      "startup_seconds": startup, "compile_cache": args.compile_cache})
     print_done(out, result.final_val_loss, "on 200 batches", result.train_seconds, config.max_iters)
+    console.print(f"start-up: the first iteration began {startup:.1f} s after the command started (compile cache: "
+                  f"{args.compile_cache})", highlight=False)
     return 0
 
 
@@ -163,6 +167,9 @@ def train_with_progress(train: Callable[[Callable[[dict], None]], Any], total: i
 
         try:
             return train(show)
+        except GradientCheckFailed:
+            progress.stop()
+            return 1
         except (ValueError, FileNotFoundError, CheckpointError, FloatingPointError) as err:
             progress.stop()
             error("train", str(err))

@@ -9,7 +9,7 @@ from .._version import __version__
 from .audit import add_audit_command
 from .bench import add_bench_command
 from .check import add_check_command
-from .common import OneLineParser, given_options
+from .common import OneLineParser, given_options, use_compile_cache
 from .exercise import add_exercise_command
 from .gpt import add_sample_command
 from .train import add_train_command
@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # a usage error (2, one line already printed), --help or --version (0)
         return stop.code if isinstance(stop.code, int) else 2
     args.given = given_options(command_parser, argv)
+    if args.command in ("train", "sample", "bench"):  # the commands that compile programs worth keeping
+        args.compile_cache = use_compile_cache()
     return args.func(args)
 
 

@@ -180,6 +180,11 @@ def compiled(key: tuple, build: Callable[[], Any]) -> Any:
     return _COMPILED[key]
 
 
+def initial_params(model: GPT, key: Array) -> Any:
+    """model.init(key) as one compiled program (not one per eager operation), compiled once per model."""
+    return compiled(("init", model), lambda: jax.jit(model.init))(key)
+
+
 def step_settings(config: LMConfig) -> LMConfig:
     """The part of a configuration that a compiled training chunk depends on (not the seed, nor the run's
     length, nor how often it is evaluated)."""
@@ -225,23 +230,28 @@ class LMResult:
     final_val_loss: float
     train_seconds: float
     config: LMConfig
+    first_iteration_at: float = float("nan")  # time.time() when the first iteration started
 
 
 def train_lm(config: LMConfig, data: CharData, out_dir: str | os.PathLike | None = None, resume: bool = False,
-             on_eval: Callable[[dict], None] | None = None, final_batches: int = FINAL_EVAL_BATCHES) -> LMResult:
+             on_eval: Callable[[dict], None] | None = None, final_batches: int = FINAL_EVAL_BATCHES,
+             before_first: Callable[[], None] | None = None) -> LMResult:
     """Train `config` on `data`: evaluations (eval_iters batches of each split) every eval_interval iterations
     and at the end, a checkpoint at each, then the final validation loss on `final_batches` batches.
 
     `train_seconds` is the wall time of the training loop, evaluations and checkpoints included, compilation
     excluded (the first chunk is compiled before the clock starts). With `resume`, training continues from
-    the checkpoint in `out_dir` (which must be of the same configuration but for max_iters)."""
+    the checkpoint in `out_dir` (which must be of the same configuration but for max_iters). `before_first()`
+    runs once everything is compiled, just before the first iteration (it may raise to stop the run: the
+    command line waits there for its gradient check, run meanwhile); `first_iteration_at` (time.time())
+    is when that iteration started."""
     if len(data.train) <= config.block_size + 1 or len(data.val) <= config.block_size + 1:
         raise ValueError(f"the text is too short for windows of {config.block_size + 1} characters in both splits")
     model = model_of(config, data.vocab_size)
     optimizer = make_optimizer(config)
     key = jax.random.PRNGKey(config.seed)
     k_init, k_train, k_eval = jax.random.split(key, 3)
-    params = model.init(k_init)
+    params = initial_params(model, k_init)
     opt_state = optimizer.init(params)
     history, start = [], 0
     out = Path(out_dir) if out_dir is not None else None
@@ -287,6 +297,9 @@ def train_lm(config: LMConfig, data: CharData, out_dir: str | os.PathLike | None
     elapsed = history[-1]["seconds"] if history else 0.0
     if not history:
         history.append(evaluate(params, 0, 0.0, None))
+    if before_first is not None:
+        before_first()
+    first_iteration_at = time.time()
     began, it = time.perf_counter() - elapsed, start
     for stop in stops:
         params, opt_state, losses = chunks[stop - it](params, opt_state, train_tokens, k_train, it)
@@ -300,7 +313,7 @@ def train_lm(config: LMConfig, data: CharData, out_dir: str | os.PathLike | None
             on_eval(record)
     train_seconds = time.perf_counter() - began
     final = float(estimator(val_tokens, final_batches)(params, val_tokens, jax.random.fold_in(k_eval, 2**31 - 1)))
-    return LMResult(params, history, final, train_seconds, config)
+    return LMResult(params, history, final, train_seconds, config, first_iteration_at)
 
 
 def write_results(result: LMResult, data: CharData, out_dir: str | os.PathLike, extra: dict | None = None) -> Path:

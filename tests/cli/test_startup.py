@@ -1,0 +1,63 @@
+"""Start-up of the command line: JAX's persistent compilation cache (where it lives, how to turn it off, a
+cache chosen by the caller left alone), the pre-training gradient check run beside the compiles (a failed
+one stops the run with exit status 1 before any iteration), and the process's start time."""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from fnbackprop.cli import common
+
+
+def test_the_cache_lives_in_the_users_cache_folder_unless_told_otherwise(monkeypatch, tmp_path):
+    monkeypatch.delenv(common.COMPILE_CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert common.compile_cache_dir() == tmp_path / "xdg" / "fnbackprop" / "jax"
+    monkeypatch.setenv(common.COMPILE_CACHE_ENV, str(tmp_path / "mine"))
+    assert common.compile_cache_dir() == tmp_path / "mine"
+    for off in ("off", "OFF", "0", "no"):
+        monkeypatch.setenv(common.COMPILE_CACHE_ENV, off)
+        assert common.compile_cache_dir() is None
+
+
+def test_a_cache_the_caller_chose_is_left_alone(monkeypatch, tmp_path):
+    """The test suite sets its own cache (conftest): the command line must not move it to the user's folder."""
+    chosen = jax.config.jax_compilation_cache_dir
+    assert chosen  # conftest's
+    monkeypatch.setenv(common.COMPILE_CACHE_ENV, str(tmp_path / "elsewhere"))
+    assert common.use_compile_cache() == str(chosen) and jax.config.jax_compilation_cache_dir == chosen
+    assert not (tmp_path / "elsewhere").exists()
+
+
+class Net:
+    """A tiny model whose hand gradient is right, or off by a factor 2."""
+
+    def __init__(self, factor):
+        self.factor = factor
+
+    def loss(self, w, x, y):
+        return jnp.mean((x @ w - y) ** 2)
+
+    def value_and_grad(self, w, x, y):
+        value, grad = jax.value_and_grad(self.loss)(w, x, y)
+        return value, self.factor * grad
+
+
+@pytest.mark.parametrize("factor, passes", [(1.0, True), (2.0, False)])
+def test_the_gradient_check_runs_meanwhile_and_a_failure_stops_the_run(factor, passes, capsys):
+    w, x, y = jnp.ones(3), jnp.arange(12.0).reshape(4, 3) / 10, jnp.ones(4)
+    wait = common.gradient_check_meanwhile(Net(factor), w, x, y)
+    if passes:
+        wait()
+        assert "hand-coded backward agrees with jax.grad" in capsys.readouterr().out
+    else:
+        with pytest.raises(common.GradientCheckFailed):
+            wait()
+        assert "gradient check failed" in capsys.readouterr().out
+
+
+def test_the_process_start_is_before_now_and_after_the_test_run_began():
+    started = common.process_start()
+    assert started <= time.time() and time.time() - started < 24 * 3600
