@@ -34,7 +34,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.typing import ArrayLike
 from jax.sharding import PartitionSpec as P
 
-from .models.network import Network
+from ..models.network import Network
 
 Array = jax.Array
 AXIS = "batch"
@@ -52,16 +52,28 @@ def ask_for_cpu_devices(n: int) -> int:
     return len(jax.devices("cpu"))
 
 
-def make_mesh(n_devices: int | None = None) -> Mesh:
-    """A 1-D mesh over the first `n_devices` devices (all by default), axis name "batch"."""
+def make_mesh(n_devices: int | None = None, *, data: int | None = None, model: int | None = None) -> Mesh:
+    """A 1-D mesh over the first `n_devices` devices (all by default), axis name "batch"; or, with `data` and
+    `model`, a 2-D mesh of data x model devices, axes ("data", "model") (tensor parallelism over "model",
+    the batch over "data")."""
     devices = jax.devices()
-    n = len(devices) if n_devices is None else n_devices
+    if data is not None or model is not None:
+        if n_devices is not None:
+            raise ValueError("give either n_devices (a 1-D mesh) or data= and model= (a 2-D mesh), not both")
+        data, model = data or 1, model or 1
+        if data < 1 or model < 1:
+            raise ValueError(f"data and model must be positive, got data={data}, model={model}")
+        n = data * model
+    else:
+        n = len(devices) if n_devices is None else n_devices
     if not 1 <= n <= len(devices):
         raise ValueError(
             f"asked for {n} devices, {len(devices)} available ({devices[0].platform}); on a CPU, make more before "
             f"the first JAX computation: fnbackprop.parallel.ask_for_cpu_devices({n}), or "
             f"XLA_FLAGS=--xla_force_host_platform_device_count={n}"
         )
+    if data is not None and model is not None:
+        return Mesh(np.array(devices[:n]).reshape(data, model), ("data", "model"))
     return Mesh(np.array(devices[:n]), (AXIS,))
 
 

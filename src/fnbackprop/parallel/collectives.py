@@ -1,0 +1,136 @@
+"""Megatron-LM's conjugate collectives, their adjoints derived and written by hand, for use inside `shard_map`.
+
+Each is a `jax.custom_vjp` whose backward is the adjoint collective, so the whole backward of a
+tensor-parallel layer is explicit (no autodiff of a collective anywhere). `axis` names the mesh axis
+the model is split over ("model"). With tp the axis size and r a rank:
+
+- **f** (`copy_to_model`), forward the identity: x, replicated, enters a computation each rank does
+  differently, C = sum_r C_r(x). Backward: dC/dx = sum_r dC_r/dx, an all-reduce (psum). Forgetting it
+  leaves each rank with only its share (the silent bug of a custom op on a replicated input).
+- **g** (`reduce_from_model`), forward an all-reduce y = sum_r x_r of partial sums. Backward: dy/dx_r = I
+  for every r, so dC/dx_r = dC/dy, the identity (the upstream gradient is already the same on every rank).
+- **all-gather** along an axis (`all_gather`, sequence parallelism), forward y = [x_1; ...; x_tp]. Backward:
+  rank r's x_r is the r-th block of y on *every* rank, whose upstream gradients differ; dC/dx_r = sum over
+  ranks of block r of their dC/dy: a reduce-scatter.
+- **reduce-scatter** (`reduce_scatter`), forward y_r = block r of sum_s x_s. Backward: dC/dx_s = [dC/dy_1;
+  ...; dC/dy_tp] for every s: an all-gather. The two are each other's adjoints, as f and g are.
+
+The dense layers built on them (rows are examples; W is (n_out, n_in) as everywhere in the package):
+
+- **column-parallel**: rank r holds the rows W_r (n_out / tp, n_in) and b_r. y_r = f(x) W_r^T + b_r, its
+  output split over the features. Backward: dW_r = dy_r^T x, db_r = sum_i dy_r, dx = psum_r(dy_r W_r).
+- **row-parallel**: rank r holds the columns W_r (n_out, n_in / tp) and takes its feature shard x_r. y =
+  g(sum_r x_r W_r^T) + b, the bias added once, after the reduction (added before it, it counts tp times).
+  Backward: dy is replicated; dW_r = dy^T x_r, dx_r = dy W_r, db = sum_i dy on every rank (replicated, not
+  summed over the ranks).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+# ----- f and g -------------------------------------------------------------------------------------------------
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def copy_to_model(x: Array, axis: str) -> Array:
+    """Megatron's f: the identity forward, an all-reduce over `axis` backward."""
+    return x
+
+
+def _copy_fwd(x: Array, axis: str) -> tuple[Array, None]:
+    return x, None
+
+
+def _copy_bwd(axis: str, _: None, dy: Array) -> tuple[Array]:
+    return (jax.lax.psum(dy, axis),)
+
+
+copy_to_model.defvjp(_copy_fwd, _copy_bwd)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def reduce_from_model(x: Array, axis: str) -> Array:
+    """Megatron's g: an all-reduce over `axis` forward, the identity backward."""
+    return jax.lax.psum(x, axis)
+
+
+def _reduce_fwd(x: Array, axis: str) -> tuple[Array, None]:
+    return jax.lax.psum(x, axis), None
+
+
+def _reduce_bwd(axis: str, _: None, dy: Array) -> tuple[Array]:
+    return (dy,)
+
+
+reduce_from_model.defvjp(_reduce_fwd, _reduce_bwd)
+
+
+# ----- all-gather and reduce-scatter ---------------------------------------------------------------------------
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def all_gather(x: Array, axis: str, dim: int) -> Array:
+    """Every rank's shard concatenated along `dim` (forward); a reduce-scatter along `dim` backward."""
+    return jax.lax.all_gather(x, axis, axis=dim, tiled=True)
+
+
+def _gather_fwd(x: Array, axis: str, dim: int) -> tuple[Array, None]:
+    return all_gather(x, axis, dim), None
+
+
+def _gather_bwd(axis: str, dim: int, _: None, dy: Array) -> tuple[Array]:
+    return (jax.lax.psum_scatter(dy, axis, scatter_dimension=dim, tiled=True),)
+
+
+all_gather.defvjp(_gather_fwd, _gather_bwd)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def reduce_scatter(x: Array, axis: str, dim: int) -> Array:
+    """Block r (along `dim`) of the sum over ranks, on rank r (forward); an all-gather along `dim` backward."""
+    return jax.lax.psum_scatter(x, axis, scatter_dimension=dim, tiled=True)
+
+
+def _scatter_fwd(x: Array, axis: str, dim: int) -> tuple[Array, None]:
+    return reduce_scatter(x, axis, dim), None
+
+
+def _scatter_bwd(axis: str, dim: int, _: None, dy: Array) -> tuple[Array]:
+    return (jax.lax.all_gather(dy, axis, axis=dim, tiled=True),)
+
+
+reduce_scatter.defvjp(_scatter_fwd, _scatter_bwd)
+
+
+# ----- the dense layers --------------------------------------------------------------------------------------
+def column_parallel_forward(params: dict, x: Array) -> tuple[Array, Array]:
+    """y_r = x W_r^T + b_r on this rank's rows of W (x replicated): (y_r, the cache x)."""
+    y = x @ params["W"].T
+    return (y + params["b"] if "b" in params else y), x
+
+
+def column_parallel_backward(params: dict, x: Array, dy: Array, axis: str) -> tuple[dict, Array]:
+    """dW_r = dy_r^T x, db_r = sum_i dy_r (this rank's rows); dx = psum_r(dy_r W_r): f's backward, written out."""
+    grads = {"W": dy.reshape(-1, dy.shape[-1]).T @ x.reshape(-1, x.shape[-1])}
+    if "b" in params:
+        grads["b"] = jnp.sum(dy.reshape(-1, dy.shape[-1]), axis=0)
+    return grads, jax.lax.psum(dy @ params["W"], axis)
+
+
+def row_parallel_forward(params: dict, x: Array, axis: str) -> tuple[Array, Array]:
+    """y = psum_r(x_r W_r^T) + b, the bias added once after g's all-reduce: (y, the cache x_r)."""
+    y = jax.lax.psum(x @ params["W"].T, axis)
+    return (y + params["b"] if "b" in params else y), x
+
+
+def row_parallel_backward(params: dict, x: Array, dy: Array) -> tuple[dict, Array]:
+    """dy replicated (g's backward is the identity): dW_r = dy^T x_r, dx_r = dy W_r, db = sum_i dy (the same on
+    every rank: the bias is one parameter, used once)."""
+    grads: dict[str, Any] = {"W": dy.reshape(-1, dy.shape[-1]).T @ x.reshape(-1, x.shape[-1])}
+    if "b" in params:
+        grads["b"] = jnp.sum(dy.reshape(-1, dy.shape[-1]), axis=0)
+    return grads, dy @ params["W"]
