@@ -14,7 +14,8 @@ jax.config.update("jax_enable_x64", True)
 
 from fnbackprop.check.numerics import rel_err  # noqa: E402
 from fnbackprop.parallel import (all_gather, column_parallel_backward, column_parallel_forward, copy_to_model,  # noqa: E402
-                                 make_mesh, reduce_from_model, reduce_scatter, row_parallel_backward, row_parallel_forward)
+                                 make_mesh, reduce_from_model, reduce_scatter, row_parallel_backward, row_parallel_forward,
+                                 vocab_parallel_cross_entropy)
 
 TP, M, T, C = 4, 3, 8, 6
 k = jax.random.split(jax.random.PRNGKey(0), 8)
@@ -91,8 +92,31 @@ def sequence_round_trip():
     return rel_err(grad, sum(1.0 + r for r in range(TP)) * dy)  # the map is x -> (sum_r c_r) x, self-adjoint
 
 
+def vocabulary_parallel(sum_locally=False):
+    """The cross-entropy of logits (M, T, V = 12) split over the vocabulary (3 columns per rank): its loss and
+    gradient by hand against one device's jax.value_and_grad. With `sum_locally`, the planted mistake: the
+    softmax's denominator not all-reduced (each rank normalising over its own columns)."""
+    mesh = make_mesh(data=1, model=TP)
+    V = 12
+    z = jax.random.normal(k[6], (M, T, V)) * 3
+    y = jax.random.randint(k[7], (M, T), 0, V)
+    want_loss, want_dz = jax.value_and_grad(lambda z: jnp.mean(jax.nn.logsumexp(z, -1) - jnp.take_along_axis(z, y[..., None], -1)[..., 0]))(z)
+
+    def local(z, y):
+        if sum_locally:
+            e = jnp.exp(z - jnp.max(z, -1, keepdims=True))
+            return jnp.zeros(()), (e / jnp.sum(e, -1, keepdims=True) - jax.nn.one_hot(y - jax.lax.axis_index("model") * 3, 3)) / y.size
+        return vocab_parallel_cross_entropy(z, y, "model")
+
+    loss, dz = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(None, None, "model"), P()), out_specs=(P(), P(None, None, "model")),
+                                     check_vma=False))(z, y)
+    return {"loss": rel_err(loss, want_loss), "dz": rel_err(dz, want_dz)}
+
+
 y_ref, (gW1, gb1, gW2, gb2, dx_ref) = reference()
 results = {"devices": len(jax.devices()), "sequence_round_trip": sequence_round_trip()}
+results["vocabulary"] = vocabulary_parallel()
+results["vocabulary_summed_locally"] = vocabulary_parallel(sum_locally=True)
 results["f_and_g"] = dict(zip(["W1", "b1", "W2", "b2", "dx"], (rel_err(a, b) for a, b in zip(with_f_and_g(), (gW1, gb1, gW2, gb2, dx_ref)))))
 for label, kwargs in {"correct": {}, "bias_before_reduce": {"bias_before_reduce": True}, "forget_psum": {"forget_psum": True}}.items():
     y, W1g, b1g, W2g, b2g, dx = tensor_parallel(**kwargs)

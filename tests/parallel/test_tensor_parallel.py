@@ -55,3 +55,10 @@ def test_the_mesh_has_a_two_dimensional_form_and_refuses_what_it_cannot_make():
         make_mesh(data=2, model=4)
     with pytest.raises(ValueError, match="not both"):
         make_mesh(1, model=1)
+
+
+def test_the_vocabulary_parallel_cross_entropy_equals_one_device_and_needs_its_all_reduced_sum(results):
+    """Its loss and gradient by hand, no rank holding a whole row, against one device's jax.value_and_grad; the
+    denominator summed on each rank's columns only (no psum) gives a wrong gradient."""
+    assert results["vocabulary"]["loss"] < TOL and results["vocabulary"]["dz"] < TOL, results["vocabulary"]
+    assert results["vocabulary_summed_locally"]["dz"] > 0.1

@@ -134,3 +134,30 @@ def row_parallel_backward(params: dict, x: Array, dy: Array) -> tuple[dict, Arra
     if "b" in params:
         grads["b"] = jnp.sum(dy.reshape(-1, dy.shape[-1]), axis=0)
     return grads, dy @ params["W"]
+
+
+# ----- the vocabulary-parallel cross-entropy ---------------------------------------------------------------------
+def vocab_parallel_cross_entropy(logits: Array, targets: Array, axis: str) -> tuple[Array, Array]:
+    """The mean cross-entropy of logits split over the vocabulary: rank r holds the columns [r V_r, (r + 1) V_r)
+    of z (..., V), and its gradient, with three all-reduces and no rank ever holding a whole row:
+
+        m = pmax_r(max_j z_r,j)                 the row's max, for stability (any common shift is exact)
+        s = psum_r(sum_j exp(z_r,j - m))        the softmax's denominator
+        z_y = psum_r(z_r,y if y is in r's columns, else 0)      the target's logit
+        C = mean_rows(log s + m - z_y)
+
+    Backward, on this rank's columns only: dz_r = (exp(z_r - m) / s - onehot_r(y)) / N, N the rows: the
+    softmax minus the one-hot, each rank keeping the part of the one-hot that falls in its columns.
+    Returns (C, dz_r)."""
+    local_v = logits.shape[-1]
+    first = jax.lax.axis_index(axis) * local_v
+    m = jax.lax.pmax(jnp.max(jax.lax.stop_gradient(logits), axis=-1, keepdims=True), axis)
+    e = jnp.exp(logits - m)
+    s = jax.lax.psum(jnp.sum(e, axis=-1, keepdims=True), axis)
+    local = targets - first
+    mine = (local >= 0) & (local < local_v)
+    onehot = jax.nn.one_hot(jnp.where(mine, local, 0), local_v, dtype=logits.dtype) * mine[..., None]
+    z_y = jax.lax.psum(jnp.sum(logits * onehot, axis=-1), axis)
+    rows = targets.size
+    loss = jnp.mean(jnp.log(s[..., 0]) + m[..., 0] - z_y)
+    return loss, (e / s - onehot) / rows
