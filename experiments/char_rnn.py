@@ -30,30 +30,19 @@ import matplotlib
 import numpy as np
 
 from _common import machine, spread
+from fnbackprop.bench.rnn import torch_twin
 from fnbackprop.train import lm, rnn_lm
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PYTORCH_KEYS = ("weight_ih_l{}", "weight_hh_l{}", "bias_ih_l{}", "bias_hh_l{}")
-OUR_KEYS = ("W_ih", "W_hh", "b_ih", "b_hh")
-
-
-def to_torch(params: dict) -> dict:
-    """Our CharRNN parameters as the state dicts of nn.LSTM (num_layers = L) and nn.Linear: the layout is
-    PyTorch's already, layer l's W_ih is weight_ih_l{l} and so on; the head W_out, b_out is Linear's weight, bias."""
-    lstm = {theirs.format(l): np.asarray(layer[ours]) for l, layer in enumerate(params["layers"])
-            for ours, theirs in zip(OUR_KEYS, PYTORCH_KEYS)}
-    return {"lstm": lstm, "head": {"weight": np.asarray(params["W_out"]), "bias": np.asarray(params["b_out"])}}
-
-
-def from_torch(lstm_state: dict, head_state: dict, n_layer: int) -> dict:
-    """The inverse of `to_torch`."""
-    layers = [{ours: jnp.asarray(lstm_state[theirs.format(l)].detach().numpy()) for ours, theirs in zip(OUR_KEYS, PYTORCH_KEYS)}
-              for l in range(n_layer)]
-    return {"layers": layers, "W_out": jnp.asarray(head_state["weight"].detach().numpy()),
-            "b_out": jnp.asarray(head_state["bias"].detach().numpy())}
+def from_torch(lstm, head, n_layer: int) -> dict:
+    """nn.LSTM's and nn.Linear's weights as our CharRNN parameters (the inverse of `bench.rnn.torch_twin`)."""
+    as_jax = lambda t: jnp.asarray(t.detach().numpy())  # noqa: E731
+    layers = [{ours: as_jax(getattr(lstm, f"{theirs}_l{l}")) for ours, theirs in
+               (("W_ih", "weight_ih"), ("W_hh", "weight_hh"), ("b_ih", "bias_ih"), ("b_hh", "bias_hh"))} for l in range(n_layer)]
+    return {"layers": layers, "W_out": as_jax(head.weight), "b_out": as_jax(head.bias)}
 
 
 def run_jax(config: rnn_lm.RNNConfig, data: lm.CharData) -> tuple[dict, object]:
@@ -70,13 +59,9 @@ def run_torch(config: rnn_lm.RNNConfig, data: lm.CharData) -> tuple[dict, object
     assert config.cell == "lstm" and config.batching == "carry" and config.optimizer == "rmsprop" and config.clip == "elementwise"
     began = time.perf_counter()
     torch.manual_seed(config.seed)
-    V, H, L = len(data.chars), config.hidden, config.n_layer
+    V, L = len(data.chars), config.n_layer
     model = rnn_lm.model_of(config, V)
-    start = to_torch(rnn_lm.initial_params(model, config, jax.random.split(jax.random.PRNGKey(config.seed))[0]))
-    lstm = torch.nn.LSTM(V, H, num_layers=L, batch_first=True)
-    head = torch.nn.Linear(H, V)
-    lstm.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in start["lstm"].items()})
-    head.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in start["head"].items()})
+    lstm, head = torch_twin(model, rnn_lm.initial_params(model, config, jax.random.split(jax.random.PRNGKey(config.seed))[0]))
     parameters = [*lstm.parameters(), *head.parameters()]
     per_epoch = rnn_lm.batches_per_epoch(config, len(data.train))
     total = rnn_lm.total_iterations(config, len(data.train))
@@ -104,7 +89,7 @@ def run_torch(config: rnn_lm.RNNConfig, data: lm.CharData) -> tuple[dict, object
         opt.step()
         losses.append(loss.item())
     train_seconds = time.perf_counter() - loop_began
-    params = from_torch(lstm.state_dict(), head.state_dict(), L)
+    params = from_torch(lstm, head, L)
     return {"val_loss": score(model, config, data, params), "train_seconds": train_seconds,
             "wall_seconds": time.perf_counter() - began, "last_train_loss": float(np.mean(losses[-per_epoch // 2:]))}, params
 

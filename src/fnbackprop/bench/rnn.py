@@ -25,13 +25,14 @@ VOCAB, SEQ, BATCH = 65, 50, 50
 
 
 def torch_twin(model, params):
-    """(nn.LSTM, nn.Linear) holding our weights, or None without PyTorch."""
+    """(nn.LSTM, nn.Linear) holding our weights, or None without PyTorch: layer l's W_ih is weight_ih_l{l}, and
+    so on (the layout is PyTorch's already); the head's W_out, b_out are the Linear's weight and bias."""
     torch = torch_module()
     if torch is None:
         return None
     hidden = model.layers[0].hidden
-    lstm = torch.nn.LSTM(VOCAB, hidden, num_layers=len(model.layers), batch_first=True)
-    head = torch.nn.Linear(hidden, VOCAB)
+    lstm = torch.nn.LSTM(model.vocab_size, hidden, num_layers=len(model.layers), batch_first=True)
+    head = torch.nn.Linear(hidden, model.vocab_size)
     with torch.no_grad():
         for l, p in enumerate(params["layers"]):
             for ours, theirs in (("W_ih", "weight_ih"), ("W_hh", "weight_hh"), ("b_ih", "bias_ih"), ("b_hh", "bias_hh")):

@@ -179,22 +179,10 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
                 auto_l.append(av)
                 jit_l.append(jv)
                 point.append(value)
-        flat = [jax.tree_util.tree_flatten(cast[i]) for i in diff]
-        slots = [(a, j) for a, (leaves, _) in enumerate(flat) for j, v in enumerate(leaves) if _is_float(v)]
-
-        def output_at(floats: list) -> Any:
-            """primal(args) with the floating leaves of the differentiated arguments replaced by `floats`."""
-            leaves = [list(args_leaves) for args_leaves, _ in flat]
-            for (a, j), value in zip(slots, floats):
-                leaves[a][j] = value
-            return call(primal, [jax.tree_util.tree_unflatten(treedef, lv) for lv, (_, treedef) in zip(leaves, flat)])
-
-        def scalar(floats: list) -> Array:
-            """<primal(args), ct> with the floating leaves of the differentiated arguments replaced by `floats`."""
-            return _pairing(jax.tree_util.tree_leaves(output_at(floats)),
-                            _as_float64(ct))
-
         diff_args = [cast[i] for i in diff]
+        _, with_floats = _floats_of(diff_args)
+        output_at = lambda floats: call(primal, with_floats(floats))  # noqa: E731  (primal(args), its float leaves replaced)
+        scalar = _scalar_of(output_at, _as_float64(ct))  # <primal(args), ct> as a function of those leaves
         fd = (scalar, point, key, finite_differences)
         outputs = [o for o in jax.tree_util.tree_leaves(out) if _is_float(o)]  # an elementwise map: dx = ct g'(x)
         local = {n: (jax.tree_util.tree_leaves(ct)[0], outputs[0]) for n, v in zip(names, point)
@@ -231,7 +219,8 @@ def check_vjp(f: Callable, *args: Any, vjp: Callable | None = None, key: Array |
                 hand_t, auto_t, at = _under(transform, pullback(ruled), reference, diff_args, ct, key, dtype,
                                             lambda d: call(primal, list(d)), scale)
                 hand_t, auto_t = (_float_leaves(t, order, integer_rows) for t in (hand_t, auto_t))
-                fd_t = (_scalar_of(at), _float_leaves(at[1], order, integer_rows), key, finite_differences) \
+                fd_t = (_scalar_of(lambda floats: at[0](_floats_of(at[1])[1](floats)), _as_float64(at[2])),
+                        _float_leaves(at[1], order, integer_rows), key, finite_differences) \
                     if with_fd and at is not None else None
                 return judge(t_names, hand_t, auto_t, [None] * len(names), t_tol, fd_tol_, dtype, fd=fd_t,
                              local=local if fd_t is not None else None), at
@@ -288,21 +277,9 @@ def forward_pullback(fn: Callable[[list], Any]) -> Callable[[list, Any], list]:
     a fixed point, a root, an iterative solve, an ODE integrated to a tolerance), where forward mode works.
     Integer leaves get float0 cotangents, as jax.vjp gives them."""
     def pullback(args: list, ct: Any) -> list:
-        leaves, treedef = jax.tree_util.tree_flatten(args)
-        floats = [i for i, leaf in enumerate(leaves) if _is_float(leaf)]
-
-        def pairing(values: list) -> Array:
-            full = list(leaves)
-            for i, value in zip(floats, values):
-                full[i] = value
-            out = fn(jax.tree_util.tree_unflatten(treedef, full))
-            return _pairing(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(ct))
-
-        grads = jax.jacfwd(pairing)([leaves[i] for i in floats])
-        cotangents = [np.zeros(jnp.shape(leaf), jax.dtypes.float0) for leaf in leaves]
-        for i, g in zip(floats, grads):
-            cotangents[i] = g
-        return jax.tree_util.tree_unflatten(treedef, cotangents)
+        floats, with_floats = _floats_of(args)
+        grads = jax.jacfwd(_scalar_of(lambda values: fn(with_floats(values)), jax.tree_util.tree_leaves(ct)))(floats)
+        return _floats_of(_float0_zeros(args))[1](grads)  # integer leaves keep their float0 zeros
 
     return pullback
 
@@ -321,7 +298,7 @@ def _dot_product_rows(fn: Callable[[list], Any], args: list, hand: list, ct: Any
     rows = []
     flat = [jax.tree_util.tree_flatten_with_path(a)[0] for a in args]
     hand_leaves = [jax.tree_util.tree_leaves(h) for h in hand]
-    ct_leaves = [jnp.asarray(c, jnp.float64) if _is_float(c) else c for c in jax.tree_util.tree_leaves(ct)]
+    ct_leaves = _as_float64(ct)
     for a, (leaves, g_leaves) in enumerate(zip(flat, hand_leaves)):
         for j, ((path, value), g) in enumerate(zip(leaves, g_leaves)):
             name = f"{prefixes[a]}{jax.tree_util.keystr(path)}"
@@ -337,8 +314,7 @@ def _dot_product_rows(fn: Callable[[list], Any], args: list, hand: list, ct: Any
             worst, detail = 0.0, ""
             for k in jax.random.split(jax.random.fold_in(key, 97 * a + j), DOT_PRODUCT_DIRECTIONS):
                 v = jax.random.normal(k, jnp.shape(value), jnp.asarray(value).dtype)
-                tangents = [jax.tree_util.tree_map(jnp.zeros_like, arg) if _is_float(arg) else
-                            jax.tree_util.tree_map(lambda x: np.zeros(jnp.shape(x), jax.dtypes.float0), arg) for arg in args]
+                tangents = _float0_zeros(args)
                 leaf_tangents, treedef = jax.tree_util.tree_flatten(tangents[a])
                 leaf_tangents[j] = v
                 tangents[a] = jax.tree_util.tree_unflatten(treedef, leaf_tangents)
@@ -369,9 +345,7 @@ def _jacobian_for_transpose(output_at: Callable[[list], Any], point: list, out: 
             continue
 
         def along(v: Array, k: int = k) -> Any:
-            floats = list(point)
-            floats[k] = v
-            return [o for o in jax.tree_util.tree_leaves(output_at(floats)) if _is_float(o)][0]
+            return [o for o in jax.tree_util.tree_leaves(output_at([*point[:k], v, *point[k + 1:]])) if _is_float(o)][0]
 
         leaves.append(jax.jvp(along, (value,), (jnp.asarray(cts[0], jnp.asarray(value).dtype),))[1])
     return [("transpose", "the rule applies the Jacobian J where its transpose J^T belongs: it equals the primal's JVP "
@@ -417,9 +391,10 @@ def _stack(key: Array, tree: Any, scale: float) -> Any:
 MOVE_SCALES = (0.1, 0.01, 0.001, 0.0)
 
 
-def _batch_key(key: Array) -> Array:
-    """The key of the batched rows' moves (the same in `_under` and `_scale_in_domain`)."""
-    return jax.random.split(jax.random.fold_in(key, 17), 3)[0]
+def _transform_keys(key: Array) -> Array:
+    """The keys of the transform rows: the batched rows' moves (the same in `_under` and `_scale_in_domain`), their
+    cotangents, the second order's weights."""
+    return jax.random.split(jax.random.fold_in(key, 17), 3)
 
 
 def _scale_in_domain(args: list, key: Array, primal: Callable[[list], Any]) -> float:
@@ -427,7 +402,7 @@ def _scale_in_domain(args: list, key: Array, primal: Callable[[list], Any]) -> f
     `_under` draws): a row must not fail at a point the user did not give and the function does not accept."""
     for scale in MOVE_SCALES:
         try:
-            out = jax.vmap(primal)(_stack(_batch_key(key), args, scale))
+            out = jax.vmap(primal)(_stack(_transform_keys(key)[0], args, scale))
         except Exception:  # noqa: BLE001 (the primal refuses the batch: keep the first move, its row says why)
             return MOVE_SCALES[0]
         if all(bool(jnp.all(jnp.isfinite(o))) for o in jax.tree_util.tree_leaves(out) if _is_float(o)):
@@ -435,21 +410,30 @@ def _scale_in_domain(args: list, key: Array, primal: Callable[[list], Any]) -> f
     return MOVE_SCALES[-1]
 
 
-def _scalar_of(at: tuple) -> Callable[[list], Array]:
-    """For the finite differences of a transform's row: `at` = (fn, args, ct, slots, flat) -> the scalar
-    <fn(args with the floating leaves replaced), ct> as a function of those leaves."""
-    fn, args, ct = at[0], at[1], at[2]
-    leaves, treedef = jax.tree_util.tree_flatten(args)
+def _floats_of(tree: Any) -> tuple[list, Callable[[list], Any]]:
+    """(the floating leaves of `tree`, values -> `tree` with those leaves replaced by `values`, in order)."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
     floats = [i for i, leaf in enumerate(leaves) if _is_float(leaf)]
 
-    def scalar(values: list) -> Array:
+    def with_floats(values: list) -> Any:
         full = list(leaves)
         for i, value in zip(floats, values):
             full[i] = value
-        out = fn(jax.tree_util.tree_unflatten(treedef, full))
-        return _pairing(jax.tree_util.tree_leaves(out), _as_float64(ct))
+        return jax.tree_util.tree_unflatten(treedef, full)
 
-    return scalar
+    return [leaves[i] for i in floats], with_floats
+
+
+def _float0_zeros(tree: Any) -> Any:
+    """`tree` with every leaf zero: floats as they are typed, integers as float0 (their cotangent or tangent)."""
+    return jax.tree_util.tree_map(lambda a: jnp.zeros_like(a) if _is_float(a) else np.zeros(jnp.shape(a), jax.dtypes.float0),
+                                  tree)
+
+
+def _scalar_of(output_at: Callable[[list], Any], ct_leaves: list) -> Callable[[list], Array]:
+    """values -> <output_at(values), ct>: the scalar whose gradient a cotangent ct pulls back, as a function of
+    the inputs' floating leaves (the finite differences, the Taylor test and forward mode all differentiate it)."""
+    return lambda values: _pairing(jax.tree_util.tree_leaves(output_at(values)), ct_leaves)
 
 
 def _under(transform: str, rule: Callable, reference: Callable, args: list, ct: Any, key: Array, dtype,
@@ -458,9 +442,9 @@ def _under(transform: str, rule: Callable, reference: Callable, args: list, ct: 
     the batched transforms move each input by scale N(0, 1). The point is (fn, args, ct): the scalar
     <fn(args), ct> whose gradient both cotangents are (None for the second order). User failures become
     UserCodeFailed."""
-    _, k_ct, k_w = jax.random.split(jax.random.fold_in(key, 17), 3)
+    k_args, k_ct, k_w = _transform_keys(key)
     if transform in ("jax.vmap", "lax.scan"):
-        batch_args = _stack(_batch_key(key), args, scale)
+        batch_args = _stack(k_args, args, scale)
         batch_ct = jax.tree_util.tree_map(lambda c: jax.random.normal(k_ct, (TRANSFORM_BATCH, *jnp.shape(c)), dtype)
                                           if _is_float(c) else np.zeros((TRANSFORM_BATCH, *jnp.shape(c)), c.dtype), ct)
         if transform == "jax.vmap":

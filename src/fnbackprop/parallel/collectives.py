@@ -79,7 +79,7 @@ def all_gather(x: Array, axis: str, dim: int) -> Array:
 
 
 def _gather_fwd(x: Array, axis: str, dim: int) -> tuple[Array, None]:
-    return all_gather(x, axis, dim), None
+    return jax.lax.all_gather(x, axis, axis=dim, tiled=True), None
 
 
 def _gather_bwd(axis: str, dim: int, _: None, dy: Array) -> tuple[Array]:
@@ -96,7 +96,7 @@ def reduce_scatter(x: Array, axis: str, dim: int) -> Array:
 
 
 def _scatter_fwd(x: Array, axis: str, dim: int) -> tuple[Array, None]:
-    return reduce_scatter(x, axis, dim), None
+    return jax.lax.psum_scatter(x, axis, scatter_dimension=dim, tiled=True), None
 
 
 def _scatter_bwd(axis: str, dim: int, _: None, dy: Array) -> tuple[Array]:

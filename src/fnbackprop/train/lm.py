@@ -256,18 +256,9 @@ def train_lm(config: LMConfig, data: CharData, out_dir: str | os.PathLike | None
     history, start = [], 0
     out = Path(out_dir) if out_dir is not None else None
     if resume:
-        if out is None:
-            raise ValueError("resume needs the run's folder (out_dir)")
-        meta = checkpoint.read_meta(out / CHECKPOINT_NAME)
-        saved = {k: v for k, v in meta["config"].items() if k not in ("max_iters",)}
-        mine = {k: v for k, v in asdict(config).items() if k not in ("max_iters",)}
-        if saved != mine:
-            differ = sorted(k for k in mine if saved.get(k) != mine[k])
-            raise ValueError(f"the checkpoint in {out} was trained with other settings ({', '.join(differ)}); give the same ones")
-        (params, opt_state), meta = checkpoint.load(out / CHECKPOINT_NAME, (params, opt_state))
+        (params, opt_state), meta = checkpoint.resume(out, CHECKPOINT_NAME, (params, opt_state), asdict(config), "max_iters",
+                                                      config.max_iters, "--max-iters")
         history, start = meta["history"], meta["iteration"]
-        if start >= config.max_iters:
-            raise ValueError(f"the checkpoint in {out} already holds {start} iterations; ask for more with --max-iters")
     train_tokens, val_tokens = jnp.asarray(data.train), jnp.asarray(data.val)
     def estimator(tokens: Array, n_batches: int) -> Callable:
         return compiled(("estimate", model, config.batch_size, config.block_size, n_batches, tokens.shape),

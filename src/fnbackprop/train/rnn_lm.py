@@ -281,18 +281,9 @@ def train_rnn(config: RNNConfig, data: CharData, out_dir: str | os.PathLike | No
     start = 0
     out = Path(out_dir) if out_dir is not None else None
     if resume:
-        if out is None:
-            raise ValueError("resume needs the run's folder (out_dir)")
-        meta = checkpoint.read_meta(out / CHECKPOINT_NAME)
-        saved = {k: v for k, v in meta["config"].items() if k != "max_epochs"}
-        mine = {k: v for k, v in asdict(config).items() if k != "max_epochs"}
-        if saved != mine:
-            differ = sorted(k for k in mine if saved.get(k) != mine[k])
-            raise ValueError(f"the checkpoint in {out} was trained with other settings ({', '.join(differ)}); give the same ones")
-        (params, opt_state, states), meta = checkpoint.load(out / CHECKPOINT_NAME, (params, opt_state, states))
+        (params, opt_state, states), meta = checkpoint.resume(out, CHECKPOINT_NAME, (params, opt_state, states), asdict(config),
+                                                              "max_epochs", total, "--max-epochs")
         history, start = meta["history"], meta["iteration"]
-        if start >= total:
-            raise ValueError(f"the checkpoint in {out} already holds {start} iterations; ask for more with --max-epochs")
     xs, ys = (jnp.asarray(a) for a in streams(data.train, config.batch_size))
     tokens = jnp.asarray(data.train)
     val = tuple(jnp.asarray(a) for a in validation_windows(config, data.val))
