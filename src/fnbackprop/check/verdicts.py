@@ -339,7 +339,7 @@ def compare_tensor(name: str, hand: Any, auto: Any, tol: float, *, jitted: Any =
     at_kink = np.zeros(auto.size, bool)
     low, high = np.full(auto.size, np.nan), np.full(auto.size, np.nan)  # one-sided slopes at the probed kinks
     fd_rel, kinks = float("nan"), 0
-    k, margin, grad_scale = None, np.zeros(0), floor
+    k, grad_scale = None, floor
     if sample is not None and sample.index.size:
         grad_scale = max(float(np.max(np.abs(auto), initial=0.0)), floor)
         k = analyse_kinks(sample, grad_scale)
@@ -350,16 +350,15 @@ def compare_tensor(name: str, hand: Any, auto: Any, tol: float, *, jitted: Any =
         resolution = np.abs((fwd + bwd) / 2 - (fwd2 + bwd2) / 2) + ROUNDING_UNITS * SMALL_STEP * sample.noise
         fd_floor = max(floor, float(np.max(resolution[~k.kink], initial=0.0)) / fd_tol)
         fd_rel = leaf_rel_err(auto.reshape(-1)[sample.index[~k.kink]], k.central[~k.kink], fd_floor)
-        margin = fd_tol * grad_scale + ROUNDING_UNITS * SMALL_STEP * sample.noise
         h = hand.reshape(-1)[sample.index]
         at_kink[sample.index[k.kink]] = True
         low[sample.index], high[sample.index] = k.low, k.high
-        excused[sample.index[k.kink & (h >= k.low - margin) & (h <= k.high + margin)]] = True
+        excused[sample.index[k.kink & fd_accepts(h, sample, k, fd_tol, grad_scale)]] = True
         kinks = int(k.kink.sum())
     wrong = bad & ~excused
     if fd_projected == fd_projected:
         fd_rel = fd_projected if fd_rel != fd_rel else max(fd_rel, fd_projected)
-    if fd_rel > fd_tol and sample is not None and (why := _rule_is_the_derivative(hand, bad, sample, k, margin, fd_tol, grad_scale)):
+    if fd_rel > fd_tol and sample is not None and (why := _rule_is_the_derivative(hand, bad, sample, k, fd_tol, grad_scale)):
         return row("convention", why, fd_rel, kinks)
     if fd_rel > fd_tol:
         return row("references disagree", f"autodiff and finite differences differ by {fd_rel:.1e} (tolerance {fd_tol:g}) "
@@ -380,20 +379,32 @@ def compare_tensor(name: str, hand: Any, auto: Any, tol: float, *, jitted: Any =
     return row("kink" if kinks else "ok", f"{kinks} probed entries sit on kinks" if kinks else "", fd_rel, kinks)
 
 
-def _rule_is_the_derivative(hand: np.ndarray, bad: np.ndarray, sample: FDSample, k: KinkAnalysis | None, margin: np.ndarray,
-                            fd_tol: float, grad_scale: float) -> str:
+def fd_accepts(values: np.ndarray, sample: FDSample, k: KinkAnalysis, fd_tol: float, scale: float) -> np.ndarray:
+    """Per entry of `sample` (aligned with `values`): whether the finite differences accept the value as the
+    derivative there. At a kink, between the one-sided quotients (a subgradient); elsewhere, within fd_tol
+    (relative to `scale`) of the central quotient, give or take the quotients' own resolution (their rounding,
+    and their truncation: the central quotients at h and h / 4 differ by about it). The one judgement of a
+    value by the finite differences: the kink excuse, the differentiation conventions, the rule that is right
+    where autodiff of its primal is not."""
+    fwd, bwd, fwd2, bwd2 = sample.slopes
+    rounding = ROUNDING_UNITS * SMALL_STEP * sample.noise
+    margin = fd_tol * scale + rounding
+    resolution = np.abs((fwd + bwd) / 2 - (fwd2 + bwd2) / 2) + rounding
+    return np.where(k.kink, (values >= k.low - margin) & (values <= k.high + margin),
+                    np.abs(values - k.central) <= margin + resolution)
+
+
+def _rule_is_the_derivative(hand: np.ndarray, bad: np.ndarray, sample: FDSample, k: KinkAnalysis | None, fd_tol: float,
+                            grad_scale: float) -> str:
     """Autodiff of the primal is not its derivative here (the finite differences say otherwise at smooth
     entries: a formula with a kink that cancels, like logaddexp's max + log1p(exp(-|d|)) at a tie, where
-    its autodiff reads 0 and the derivative is 1/2), and the rule is: it equals the central quotient at the
-    smooth entries probed and lies between the one-sided slopes at the kinks, and every entry where it
-    differs from autodiff was probed. Then the detail of a `convention` row; else ''."""
+    its autodiff reads 0 and the derivative is 1/2), and the rule is: the finite differences accept it at
+    every probed entry (`fd_accepts`), and every entry where it differs from autodiff was probed. Then the
+    detail of a `convention` row; else ''."""
     if k is None or not np.all(np.isin(np.flatnonzero(bad), sample.index)):
         return ""
-    h = hand.reshape(-1)[sample.index].astype(np.float64)
     scale = max(grad_scale, float(np.max(np.abs(k.central), initial=0.0)))
-    smooth_ok = leaf_rel_err(h[~k.kink], k.central[~k.kink], scale) <= fd_tol if (~k.kink).any() else True
-    kinks_ok = bool(np.all((h >= k.low - margin) & (h <= k.high + margin) | ~k.kink))
-    if not (smooth_ok and kinks_ok):
+    if not np.all(fd_accepts(hand.reshape(-1)[sample.index].astype(np.float64), sample, k, fd_tol, scale)):
         return ""
     return ("autodiff of the primal is not its derivative at this point (its finite differences say otherwise), and the "
             "rule is: it agrees with the finite differences at every entry where it differs from autodiff (a formula "
@@ -403,10 +414,10 @@ def _rule_is_the_derivative(hand: np.ndarray, bad: np.ndarray, sample: FDSample,
 def _convention(hand: np.ndarray, auto: np.ndarray, sample: FDSample, fd_tol: float, floor: float) -> tuple[np.ndarray, str]:
     """A differentiation convention: autodiff of the primal is NaN or infinite at some entries (a norm at 0,
     sinc at 0, x log y at x = 0) where the rule is finite. If the function is finite around each such
-    entry (its finite differences are), the finite differences judge it with the kink rule: the rule's
-    value must lie between the one-sided quotients (a derivative, or a subgradient at a kink). Returns
-    (autodiff with those entries replaced by the rule's, the row's detail) when every one is excused;
-    (auto, "backward wrong: why") when one is not; (auto, "") when the finite differences cannot judge
+    entry (its finite differences are), the finite differences judge the rule there (`fd_accepts`: the
+    central quotient where smooth, between the one-sided quotients at a kink). Returns (autodiff with
+    those entries replaced by the rule's, the row's detail) when every one is accepted; (autodiff with
+    them replaced by the central quotient, "backward wrong: why") when one is not; (auto, "") when the finite differences cannot judge
     (an entry not probed, or the function not finite next to the point: then `non-finite` stands)."""
     flat_auto, flat_hand = auto.reshape(-1), hand.reshape(-1).astype(np.float64)
     bad = np.flatnonzero(~np.isfinite(flat_auto))
@@ -414,27 +425,27 @@ def _convention(hand: np.ndarray, auto: np.ndarray, sample: FDSample, fd_tol: fl
     if any(int(i) not in position for i in bad):
         return auto, ""
     columns = np.array([position[int(i)] for i in bad])
-    slopes = sample.slopes[:, columns]
-    if not np.all(np.isfinite(slopes)):
+    there = FDSample(sample.index[columns], sample.slopes[:, columns], sample.noise[columns])
+    if not np.all(np.isfinite(there.slopes)):
         return auto, ""
     finite = flat_auto[np.isfinite(flat_auto)]
-    scale = max(float(np.max(np.abs(finite), initial=0.0)), float(np.max(np.abs(slopes), initial=0.0)), floor)
-    margin = fd_tol * scale + ROUNDING_UNITS * SMALL_STEP * sample.noise[columns]
-    low, high = np.minimum(slopes[2], slopes[3]) - margin, np.maximum(slopes[2], slopes[3]) + margin
-    outside = (flat_hand[bad] < low) | (flat_hand[bad] > high)
+    scale = max(float(np.max(np.abs(finite), initial=0.0)), float(np.max(np.abs(there.slopes), initial=0.0)), floor)
+    k = analyse_kinks(there, scale)
+    outside = ~fd_accepts(flat_hand[bad], there, k, fd_tol, scale)
     first = tuple(int(v) for v in np.unravel_index(bad[0], auto.shape))
     fixed = flat_auto.copy()
     if outside.any():  # judged against the finite differences' central quotient there
-        k = int(np.flatnonzero(outside)[0])
-        where = tuple(int(v) for v in np.unravel_index(bad[k], auto.shape))
-        fixed[bad] = (slopes[2] + slopes[3]) / 2
+        j = int(np.flatnonzero(outside)[0])
+        where = tuple(int(v) for v in np.unravel_index(bad[j], auto.shape))
+        fixed[bad] = k.central
         return fixed.reshape(auto.shape), (
-            f"backward wrong: autodiff is {flat_auto[bad[k]]} at {where}, where the function is finite; the rule's "
-            f"{flat_hand[bad[k]]:.6g} there is outside the finite differences' one-sided slopes [{low[k]:.6g}, {high[k]:.6g}]")
+            f"backward wrong: autodiff is {flat_auto[bad[j]]} at {where}, where the function is finite; the rule's "
+            f"{flat_hand[bad[j]]:.6g} there is not what the finite differences give ("
+            + (f"one-sided slopes [{k.low[j]:.6g}, {k.high[j]:.6g}])" if k.kink[j] else f"{k.central[j]:.6g})"))
     fixed[bad] = flat_hand[bad]
     return fixed.reshape(auto.shape), (f"autodiff of the primal is {flat_auto[bad[0]]} at {len(bad)} entr"
                                        f"{'y' if len(bad) == 1 else 'ies'} (first {first}) where the function is finite: "
-                                       "the rule's values there lie within the finite differences' slopes (a valid "
+                                       "the rule's values there are what the finite differences give (a valid "
                                        "differentiation convention)")
 
 
