@@ -11,7 +11,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "fnbackprop"
 #: the layers of the package, lowest first: a unit may import only from units of a lower rank
 RANKS = {"_version": 0, "activations": 0, "losses": 1, "layers": 1, "graph": 1, "models": 2, "check": 3, "parallel": 3,
-         "train": 4, "derivations": 4, "exercises": 4, "testing": 4, "strategies": 4, "bench": 5, "cli": 6, "": 7}
+         "train": 4, "derivations": 4, "exercises": 4, "testing": 4, "strategies": 4, "mutations": 4, "bench": 5, "cli": 6, "": 7}
 
 
 def module_name(path: Path) -> str:

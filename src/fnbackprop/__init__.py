@@ -12,6 +12,8 @@ from .models.network import MLP as MLP, Network as Network, Trace as Trace, mlp 
 from .check.verify import Report as Report, check_layer as check_layer, check_loss as check_loss, check_network as check_network
 from .check.vjp import check_vjp as check_vjp
 from .check.audit import audit as audit
+from .parallel.tensor import tensor_parallel as tensor_parallel
+from .check.sharded import check_sharded as check_sharded
 from . import exercises as exercises, testing as testing
 from ._version import __version__ as __version__
 

@@ -43,6 +43,8 @@ def refused(argv, capfd) -> str:
     (["--preset", "shakespeare-char-gpu"], "--preset"),
     (["--no-bias"], "--bias"),
     (["--max-iters", "5"], "--max-iters"),
+    (["--mesh", "data=2,model=4"], "--mesh"),
+    (["--model", "lstm", "--sequence-parallel"], "--sequence-parallel"),
 ])
 def test_an_option_of_the_other_model_is_refused(tmp_path, capfd, argv, named):
     out = tmp_path / "run"
@@ -50,6 +52,19 @@ def test_an_option_of_the_other_model_is_refused(tmp_path, capfd, argv, named):
     assert line.startswith("fnbackprop train: error:") and named in line and "does not apply" in line
     assert "fnbackprop train --help" in line
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv,said", [
+    (["--sequence-parallel"], "--sequence-parallel needs --mesh"),
+    (["--mesh", "data=2,modle=4"], "--mesh takes data=D,model=M"),
+    (["--mesh", "data=0"], "--mesh takes data=D,model=M"),
+])
+def test_a_mesh_that_cannot_be_used_is_refused(tmp_path, capfd, argv, said):
+    text = tmp_path / "text.txt"
+    text.write_text("to be or not to be, that is the question\n" * 20)
+    out = tmp_path / "run"
+    line = refused(["train", "--model", "gpt", "--data-path", str(text), *argv, "--out", str(out)], capfd)
+    assert said in line and not out.exists()
 
 
 def test_the_old_text_option_points_at_data_path(tmp_path, capfd):

@@ -36,7 +36,15 @@ run = fit(digits_net, load_digits(), optimizer=make_optimizer("momentum", optax.
           batch_size=32, key=key, mesh=mesh)
 single = fit(digits_net, load_digits(), optimizer=make_optimizer("momentum", optax.constant_schedule(0.05)), epochs=1,
              batch_size=32, key=key)
-result = {"process": process_id, "processes": jax.process_count(), "devices": len(jax.devices()),
+# the GPT split over a 1 x 2 (data x model) mesh whose "model" axis spans the two processes, with sequence parallelism
+gpt = fb.gpt(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8, bias=True)
+gpt_params = gpt.init(key, jnp.float64)
+idx, targets = np.arange(32).reshape(4, 8) % 11, (np.arange(32).reshape(4, 8) * 3 + 1) % 11
+tp = fb.tensor_parallel(gpt, make_mesh(data=1, model=2), sequence_parallel=True)
+tp_loss, tp_grads = tp.value_and_grad(tp.shard(gpt_params), idx, targets)
+tp_ref_loss, tp_ref = jax.value_and_grad(gpt.loss)(gpt_params, jnp.asarray(idx), jnp.asarray(targets))
+result = {"process": process_id, "tp_grad_rel_err": rel_err(tp.gather(tp_grads), tp_ref),
+          "tp_loss_err": abs(float(jax.device_get(tp_loss)) - float(tp_ref_loss)), "processes": jax.process_count(), "devices": len(jax.devices()),
           "grad_rel_err": rel_err(jax.device_get(grads), ref), "cost_rel_err": rel_err(jax.device_get(cost), ref_cost),
           "train_params_rel_err": rel_err(jax.device_get(run.params), single.params)}
 print(json.dumps(result), flush=True)

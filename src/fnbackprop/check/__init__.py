@@ -4,6 +4,7 @@
   `jax.vjp` and float64 finite differences); `vjp`: `check_vjp` (any `jax.custom_vjp`/`custom_jvp` rule);
 - `verdicts`, `numerics`, `projections`, `rules`: the rows and their verdicts, tolerances, the finite
   differences along directions, and the reading of a program's custom rules;
+- `sharded`: `check_sharded` (a sharded value-and-grad against one device, naming the collectives' mistakes);
 - `diagnosis`: the name of a mistake from its numbers; `mutations`: the planted-mistake catalogues;
 - `battery`: the agreement battery over the built-in components (`fnbackprop check`); `audit`: every custom
   rule of a package checked (`fb.audit`, `fnbackprop audit`);
@@ -14,3 +15,4 @@
 from .verdicts import Report as Report, TensorRow as TensorRow
 from .verify import check_layer as check_layer, check_loss as check_loss, check_network as check_network
 from .vjp import check_vjp as check_vjp
+from .sharded import check_sharded as check_sharded

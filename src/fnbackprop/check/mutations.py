@@ -440,3 +440,44 @@ def recurrent_mutations() -> dict[str, LayerMutant]:
         "gru: the weights' gradients of the last step only": LayerMutant(
             g, _with_sequence_backward(g, _last_step_only(g), "last step"), shape),
     }
+
+
+# ----- tensor parallelism: the classic mistakes in a sharded GPT's collectives --------------------------------------
+class ShardedMutant(NamedTuple):
+    """A mistake planted in a tensor-parallel GPT's collectives (`fnbackprop.parallel.TensorParallel`)."""
+
+    sequence_parallel: bool  # the layout the mistake lives in
+    plant: Callable  # TensorParallel -> the same split with the mistake
+    named: str  # the mistake's name in `fnbackprop.check.sharded` (what check_sharded must say)
+
+
+def _own_block(a: Any) -> Any:
+    """Each rank's own block of the sequence, with no sum over ranks: what an all-gather's adjoint would be if
+    the upstream gradient were the same on every rank (it is not: each rank's is a partial sum)."""
+    n = a.shape[1] // jax.lax.axis_size("model")
+    return jax.lax.dynamic_slice_in_dim(a, jax.lax.axis_index("model") * n, n, axis=1)
+
+
+def _identity(a: Any) -> Any:
+    return a
+
+
+def _all_reduce(a: Any) -> Any:
+    return jax.lax.psum(a, "model")
+
+
+def sharded_mutations() -> dict[str, ShardedMutant]:
+    """The silent bugs of tensor and sequence parallelism, each planted by replacing one collective (or its
+    adjoint) of the GPT's split (`TensorParallel.with_boundaries`); the correct twin is the split itself."""
+    return {
+        "f's backward without its all-reduce (jax-finufft #226)":
+            ShardedMutant(False, lambda tp: tp.with_boundaries(enter_adjoint=_identity), "not all-reduced"),
+        "row-parallel bias's gradient all-reduced (torchtitan #2106)":
+            ShardedMutant(False, lambda tp: tp.with_boundaries(bias_sync=_all_reduce), "counted tp times"),
+        "layer norms' gradients not synchronised under sequence parallelism (Megatron-LM #1446)":
+            ShardedMutant(True, lambda tp: tp.with_boundaries(sync=_identity), "not synchronised"),
+        "g's adjoint taken as f's (an all-reduce where the identity belongs)":
+            ShardedMutant(False, lambda tp: tp.with_boundaries(leave_adjoint=_all_reduce), "adjoint swapped"),
+        "all-gather's adjoint taken as a split, not a reduce-scatter":
+            ShardedMutant(True, lambda tp: tp.with_boundaries(enter_adjoint=_own_block), "adjoint swapped"),
+    }

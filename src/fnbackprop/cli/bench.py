@@ -12,13 +12,13 @@ from .common import console, error, not_applicable, positive_int, status_console
 
 
 #: the options each part of the benchmark reads (beyond --out and --quick)
-MODE_OPTIONS = {"conv_only": ("rounds",), "gpt_only": ("rounds",), "rnn_only": ("rounds",), "memory": (),
+MODE_OPTIONS = {"conv_only": ("rounds",), "gpt_only": ("rounds",), "rnn_only": ("rounds",), "memory": (), "tp": (),
                 "all": ("rounds", "gpu", "torch_compile", "data_path")}
 
 
 def refusal(args: argparse.Namespace) -> str | None:
     """Why this benchmark command line cannot run as written (one line), or None."""
-    modes = [m for m in ("conv_only", "gpt_only", "rnn_only", "memory") if m in args.given]
+    modes = [m for m in ("conv_only", "gpt_only", "rnn_only", "memory", "tp") if m in args.given]
     if len(modes) > 1:
         return " and ".join("--" + m.replace("_", "-") for m in modes) + " each pick one part of the benchmark: give one"
     mode = modes[0] if modes else "all"
@@ -48,6 +48,8 @@ def run_bench(args: argparse.Namespace) -> int:
         console.print("PyTorch is not installed: its columns are skipped (pip install \".[torch]\" to add them)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.tp:
+        return _bench_tp(args, out)
     if not (args.memory or args.gpt_only or args.rnn_only):  # the conv benchmark splits each batch across the cores
         from ..bench.conv import one_device_per_core
         one_device_per_core()
@@ -244,11 +246,44 @@ def _bench_rnn(args: argparse.Namespace, results: dict) -> dict:
     return {**results, "rnn": rnn, "bptt_memory": memory}
 
 
+def _bench_tp(args: argparse.Namespace, out: Path) -> int:
+    """The tensor-parallel GPT's collectives per step, counted in its HLO (`fnbackprop.bench.tp`), beside Megatron's
+    analysis and GSPMD's choice; on 8 CPU devices made here."""
+    from ..parallel import ask_for_cpu_devices
+
+    if ask_for_cpu_devices(8) < 8:
+        error("bench", "--tp needs 8 devices and JAX has started with fewer: run it in a fresh process")
+        return 2
+    from ..bench.tp import measure_tp_communication
+
+    with status_console.status("compiling the split step (tensor and sequence parallel) and GSPMD's...", spinner="dots"):
+        results = measure_tp_communication()
+    mib = 2.0 ** 20
+    for name, found in [*((f"by hand, {k}", v) for k, v in results["hand"].items()), ("GSPMD (jax.jit, sharding annotations)", results["gspmd"])]:
+        table = Table(title=f"{name}: collectives per training step, {results['model']}, mesh data 2 x model 4")
+        for col in ("collective", "as written", "as compiled", "MiB sent per device (compiled)"):
+            table.add_column(col, justify="left" if col == "collective" else "right")
+        written = found.get("as_written", {}).get("count", {})
+        compiled = found["as_compiled"]
+        table.caption = f"in all: {compiled['total_bytes'] / mib:.2f} MiB sent per device per step (ring algorithms)"
+        for kind in sorted({*written, *compiled["count"]}):
+            table.add_row(kind, str(written.get(kind, "-")), str(compiled["count"].get(kind, 0)),
+                          f"{compiled['bytes'].get(kind, 0) / mib:.2f}")
+        console.print(table)
+        if "megatron" in found:
+            meg = found["megatron"]
+            act = found["as_written"]["activation_sized_on_model"]
+            console.print(f"  activation-sized (b, s, h) collectives over model: {act}; Megatron: {meg['per_block']} per block "
+                          f"x 4 blocks + the embedding's and the head's = {meg['per_step']}: "
+                          + ("equal" if act == meg["per_step"] else "DIFFERENT"), highlight=False)
+    return _write_bench(args, out, {"tp": results})
+
+
 def _write_bench(args: argparse.Namespace, out: Path, results: dict) -> int:
     from ..bench.timing import write_json
 
     suffix = ("-quick" if args.quick else "") + ("-conv" if args.conv_only else "") + ("-gpt" if args.gpt_only else "") + \
-        ("-rnn" if args.rnn_only else "") + ("-memory" if args.memory else "")
+        ("-rnn" if args.rnn_only else "") + ("-memory" if args.memory else "") + ("-tp" if getattr(args, "tp", False) else "")
     write_json(results, out / f"bench{suffix}.json")
     console.print(f"results: {out / f'bench{suffix}.json'}")
     return 0
@@ -275,4 +310,7 @@ def add_bench_command(sub) -> None:
                        help="only the step of char-rnn's LSTM, against jax.grad and PyTorch's nn.LSTM (bench-rnn.json)")
     bench.add_argument("--memory", action="store_true",
                        help="only the memory section: blockwise attention, the chunked head (bench-memory.json)")
+    bench.add_argument("--tp", action="store_true",
+                       help="only tensor parallelism's communication: the GPT split over 2 x 4 CPU devices, each collective "
+                            "per step counted in the HLO beside Megatron's analysis and GSPMD's choice (bench-tp.json)")
     bench.set_defaults(func=run_bench)

@@ -46,7 +46,7 @@ LM_OPTIONS = {
     "eval_interval": (positive_int, "iterations between evaluations"),
 }
 #: options of the GPT trainer alone (argparse destinations)
-GPT_ONLY = (*GPT_OPTIONS, *FLAGS)
+GPT_ONLY = (*GPT_OPTIONS, *FLAGS, "mesh", "sequence_parallel")
 DEFAULT_PRESET = {"gpt": "shakespeare-char-cpu", "rnn": "char-rnn"}
 
 
@@ -102,6 +102,42 @@ def add_gpt_options(train: argparse.ArgumentParser) -> None:
     for name, text in FLAGS.items():
         group.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=None,
                            help=f"{text} ({preset_values(name)})")
+    group.add_argument("--mesh", type=mesh_shape, default=None, metavar="data=D,model=M",
+                       help="split the GPT over a D x M mesh: the batch over D devices, each layer over M (Megatron's tensor "
+                            "parallelism, the backward by hand); on a CPU, D x M devices are made")
+    group.add_argument("--sequence-parallel", action="store_true", default=False,
+                       help="with --mesh: the layer norms and dropout on 1/M of the positions each (all-gather and "
+                            "reduce-scatter at the block boundaries)")
+
+
+def mesh_shape(text: str) -> tuple[int, int]:
+    """--mesh data=D,model=M (either may be left out: 1) as (D, M)."""
+    sizes = {"data": 1, "model": 1}
+    try:
+        for part in text.split(","):
+            name, value = part.split("=")
+            if name.strip() not in sizes or int(value) < 1:
+                raise ValueError
+            sizes[name.strip()] = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--mesh takes data=D,model=M with positive integers (e.g. data=2,model=4), got {text!r}")
+    return sizes["data"], sizes["model"]
+
+
+def chosen_mesh(args: argparse.Namespace, model: Any, config: Any) -> Any:
+    """The mesh of --mesh (its CPU devices made first), the split checked against the model and the batch; None
+    without --mesh (--sequence-parallel alone refused)."""
+    if args.mesh is None:
+        if args.sequence_parallel:
+            raise UsageError("--sequence-parallel needs --mesh data=D,model=M (it splits the positions over the model axis)")
+        return None
+    from ..parallel import ask_for_cpu_devices, make_mesh, tensor_parallel
+
+    data, model_size = args.mesh
+    ask_for_cpu_devices(data * model_size)  # a CPU's devices (a GPU's are what they are)
+    mesh = make_mesh(data=data, model=model_size)
+    tensor_parallel(model, mesh, args.sequence_parallel).check_shape(config.batch_size, config.block_size)
+    return mesh
 
 
 def gpt_config(args: argparse.Namespace):
@@ -126,6 +162,7 @@ def run_train_gpt(args: argparse.Namespace) -> int:
         preset = chosen_preset(args, "gpt")
         data = load_chars(args.data_path)
         model = model_of(config, data.vocab_size)
+        mesh = chosen_mesh(args, model, config)
         out = run_folder(args.out, f"runs/gpt-{preset}-{config.grad_source}-seed{config.seed}", resume=args.resume,
                          force=args.force)
         if args.resume and not (out / CHECKPOINT_NAME).is_file():  # before the compiles and the gradient check
@@ -137,11 +174,14 @@ def run_train_gpt(args: argparse.Namespace) -> int:
     console.print(f"[bold]GPT[/bold] {config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, context "
                   f"{config.block_size}: {model.n_params(params) / 1e6:.2f} M parameters; {len(data.train):,} training and "
                   f"{len(data.val):,} validation characters, vocabulary {data.vocab_size}; {config.max_iters} iterations of "
-                  f"batch {config.batch_size}, {config.grad_source} gradients; writing to {out}", highlight=False)
+                  f"batch {config.batch_size}, {config.grad_source} gradients"
+                  + (f", split over a data {args.mesh[0]} x model {args.mesh[1]} mesh" if mesh is not None else "")
+                  + (" with sequence parallelism" if args.sequence_parallel else "") + f"; writing to {out}", highlight=False)
     x, y = get_batch(jax.random.PRNGKey(1), jax.numpy.asarray(data.train), config.batch_size, config.block_size)
     checked = gradient_check_meanwhile(model, params, x, y)  # compiled beside the training chunk, on another core
     result = train_with_progress(lambda show: train_lm(config, data, out, resume=args.resume, on_eval=show,
-                                                       before_first=checked), config.max_iters,
+                                                       before_first=checked, mesh=mesh,
+                                                       sequence_parallel=args.sequence_parallel), config.max_iters,
                                  lambda r: f"train loss {r['train_loss']:.4f}  val loss {r['val_loss']:.4f}")
     if isinstance(result, int):
         return result

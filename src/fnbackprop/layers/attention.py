@@ -74,16 +74,19 @@ def _dropout_scale(key: Array | None, rate: float, shape: tuple, dtype: Any) -> 
 
 
 def attention_forward(params: dict, x: Array, n_head: int, rate: float = 0.0, key: Array | None = None,
-                      probe: Array | None = None, block: int | None = None) -> tuple[Array, tuple]:
+                      probe: Array | None = None, block: int | None = None, scales: tuple | None = None) -> tuple[Array, tuple]:
     """y = c_proj(merge(dropout(P) V)), P = softmax(mask(Q K^T / sqrt(hs))), [Q K V] = c_attn(x).
 
     The causal mask sets the scores of keys after the query (s > t) to -inf, so P[t, s] = 0 there.
     With a key, dropout (rate) on P and on the output, as nanoGPT's attn_dropout and resid_dropout.
     `probe` (m, nh, T, T), added to P, is how the checker reads dC/dP from autodiff. With `block`, the
     core runs blockwise (`blockwise_attention`): P is never stored, so neither dropout on P nor a probe.
+    `scales` (att_scale, out_scale), the dropout masks already scaled by 1 / (1 - rate), stand for the key
+    (a tensor-parallel rank takes its slice of the one-device masks: `fnbackprop.parallel.tensor`).
+    hs is read from c_attn's output, 3 nh hs wide: a rank holding nh / tp heads runs this unchanged.
     """
-    hs = x.shape[-1] // n_head
     qkv, _ = dense_forward(params["c_attn"], x)
+    hs = qkv.shape[-1] // (3 * n_head)
     q, k, v = (_heads(a, n_head) for a in jnp.split(qkv, 3, axis=-1))
     k_att, k_out = (None, None) if key is None else jax.random.split(key)
     if block is None:
@@ -92,7 +95,7 @@ def attention_forward(params: dict, x: Array, n_head: int, rate: float = 0.0, ke
         P = jax.nn.softmax(jnp.where(causal, scores, -jnp.inf), axis=-1)
         if probe is not None:
             P = P + probe
-        att_scale = _dropout_scale(k_att, rate, P.shape, x.dtype)
+        att_scale = _dropout_scale(k_att, rate, P.shape, x.dtype) if scales is None else scales[0]
         o, core = (P * att_scale) @ v, (P, att_scale)
     else:
         if (rate > 0 and key is not None) or probe is not None:
@@ -101,7 +104,7 @@ def attention_forward(params: dict, x: Array, n_head: int, rate: float = 0.0, ke
         core = (o, lse)
     y = _merge(o)
     out, _ = dense_forward(params["c_proj"], y)
-    out_scale = _dropout_scale(k_out, rate, out.shape, x.dtype)
+    out_scale = _dropout_scale(k_out, rate, out.shape, x.dtype) if scales is None else scales[1]
     return out * out_scale, (x, q, k, v, core, y, out_scale)
 
 

@@ -137,7 +137,7 @@ def row_parallel_backward(params: dict, x: Array, dy: Array) -> tuple[dict, Arra
 
 
 # ----- the vocabulary-parallel cross-entropy ---------------------------------------------------------------------
-def vocab_parallel_cross_entropy(logits: Array, targets: Array, axis: str) -> tuple[Array, Array]:
+def vocab_parallel_cross_entropy(logits: Array, targets: Array, axis: str, vocab_size: int | None = None) -> tuple[Array, Array]:
     """The mean cross-entropy of logits split over the vocabulary: rank r holds the columns [r V_r, (r + 1) V_r)
     of z (..., V), and its gradient, with three all-reduces and no rank ever holding a whole row:
 
@@ -148,11 +148,13 @@ def vocab_parallel_cross_entropy(logits: Array, targets: Array, axis: str) -> tu
 
     Backward, on this rank's columns only: dz_r = (exp(z_r - m) / s - onehot_r(y)) / N, N the rows: the
     softmax minus the one-hot, each rank keeping the part of the one-hot that falls in its columns.
-    Returns (C, dz_r)."""
+    With `vocab_size`, columns from vocab_size on are padding (a vocabulary that the ranks do not divide,
+    padded): they take no part in the max or the sum, and their gradient is 0. Returns (C, dz_r)."""
     local_v = logits.shape[-1]
     first = jax.lax.axis_index(axis) * local_v
-    m = jax.lax.pmax(jnp.max(jax.lax.stop_gradient(logits), axis=-1, keepdims=True), axis)
-    e = jnp.exp(logits - m)
+    real = (first + jnp.arange(local_v)) < (first + local_v if vocab_size is None else vocab_size)
+    m = jax.lax.pmax(jnp.max(jnp.where(real, jax.lax.stop_gradient(logits), -jnp.inf), axis=-1, keepdims=True), axis)
+    e = jnp.where(real, jnp.exp(logits - m), 0)
     s = jax.lax.psum(jnp.sum(e, axis=-1, keepdims=True), axis)
     local = targets - first
     mine = (local >= 0) & (local < local_v)

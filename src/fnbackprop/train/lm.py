@@ -191,9 +191,14 @@ def step_settings(config: LMConfig) -> LMConfig:
     return replace(config, seed=0, max_iters=1, eval_interval=1, eval_iters=1)
 
 
-def make_train_chunk(model: GPT, optimizer: optax.GradientTransformation, config: LMConfig) -> jax.stages.Wrapped:
-    """(params, opt_state, train_tokens, key, first_iteration, n) -> (params, opt_state, losses): n iterations, scanned."""
-    grad_fn = model.value_and_grad if config.grad_source == "hand" else jax.value_and_grad(model.loss)
+def make_train_chunk(model: GPT, optimizer: optax.GradientTransformation, config: LMConfig, split: Any = None) -> jax.stages.Wrapped:
+    """(params, opt_state, train_tokens, key, first_iteration, n) -> (params, opt_state, losses): n iterations, scanned.
+    With `split` (a `fnbackprop.parallel.TensorParallel`), the parameters and the optimizer's state are in its
+    sharded layout and the gradients are its (by hand, or jax.grad through the sharded forward)."""
+    if split is not None:
+        grad_fn = split.value_and_grad if config.grad_source == "hand" else split.autodiff_value_and_grad
+    else:
+        grad_fn = model.value_and_grad if config.grad_source == "hand" else jax.value_and_grad(model.loss)
 
     def one(carry, it):
         params, opt_state, tokens, key = carry
@@ -210,13 +215,15 @@ def make_train_chunk(model: GPT, optimizer: optax.GradientTransformation, config
     return jax.jit(chunk, static_argnums=5, donate_argnums=(0, 1))
 
 
-def make_estimate(model: GPT, config: LMConfig, n_batches: int) -> jax.stages.Wrapped:
-    """(params, tokens, key) -> the mean loss over n_batches random batches, without dropout."""
+def make_estimate(model: GPT, config: LMConfig, n_batches: int, split: Any = None) -> jax.stages.Wrapped:
+    """(params, tokens, key) -> the mean loss over n_batches random batches, without dropout (by the sharded
+    forward with `split`)."""
+    loss = model.loss if split is None else split.loss
 
     def estimate(params, tokens, key):
         def one(total, k):
             x, y = get_batch(k, tokens, config.batch_size, config.block_size)
-            return total + model.loss(params, x, y), None
+            return total + loss(params, x, y), None
         return jax.lax.scan(one, jnp.zeros((), jnp.float32), jax.random.split(key, n_batches))[0] / n_batches
 
     return jax.jit(estimate)
@@ -235,7 +242,7 @@ class LMResult:
 
 def train_lm(config: LMConfig, data: CharData, out_dir: str | os.PathLike | None = None, resume: bool = False,
              on_eval: Callable[[dict], None] | None = None, final_batches: int = FINAL_EVAL_BATCHES,
-             before_first: Callable[[], None] | None = None) -> LMResult:
+             before_first: Callable[[], None] | None = None, mesh: Any = None, sequence_parallel: bool = False) -> LMResult:
     """Train `config` on `data`: evaluations (eval_iters batches of each split) every eval_interval iterations
     and at the end, a checkpoint at each, then the final validation loss on `final_batches` batches.
 
@@ -244,13 +251,24 @@ def train_lm(config: LMConfig, data: CharData, out_dir: str | os.PathLike | None
     the checkpoint in `out_dir` (which must be of the same configuration but for max_iters). `before_first()`
     runs once everything is compiled, just before the first iteration (it may raise to stop the run: the
     command line waits there for its gradient check, run meanwhile); `first_iteration_at` (time.time())
-    is when that iteration started."""
+    is when that iteration started.
+
+    With `mesh` (axes data x model, `fnbackprop.parallel.make_mesh(data=, model=)`), the GPT is split over it
+    (`fnbackprop.parallel.tensor_parallel`, with `sequence_parallel` if asked): parameters and optimizer state
+    live in the sharded layout, and checkpoints are saved gathered (one device's layout), so a run resumes
+    on any mesh, or on none. The returned params are gathered."""
     if len(data.train) <= config.block_size + 1 or len(data.val) <= config.block_size + 1:
         raise ValueError(f"the text is too short for windows of {config.block_size + 1} characters in both splits")
     model = model_of(config, data.vocab_size)
     optimizer = make_optimizer(config)
     key = jax.random.PRNGKey(config.seed)
     k_init, k_train, k_eval = jax.random.split(key, 3)
+    split = None
+    if mesh is not None:
+        from ..parallel.tensor import tensor_parallel
+
+        split = tensor_parallel(model, mesh, sequence_parallel)
+        split.check_shape(config.batch_size, config.block_size)
     params = initial_params(model, k_init)
     opt_state = optimizer.init(params)
     history, start = [], 0
@@ -259,10 +277,14 @@ def train_lm(config: LMConfig, data: CharData, out_dir: str | os.PathLike | None
         (params, opt_state), meta = checkpoint.resume(out, CHECKPOINT_NAME, (params, opt_state), asdict(config), "max_iters",
                                                       config.max_iters, "--max-iters")
         history, start = meta["history"], meta["iteration"]
+    if split is not None:
+        params, opt_state = split.shard((params, opt_state))
+    gathered = (lambda tree: tree) if split is None else split.gather
+    layout = None if split is None else (split.dp, split.tp, sequence_parallel)
     train_tokens, val_tokens = jnp.asarray(data.train), jnp.asarray(data.val)
     def estimator(tokens: Array, n_batches: int) -> Callable:
-        return compiled(("estimate", model, config.batch_size, config.block_size, n_batches, tokens.shape),
-                        lambda: make_estimate(model, config, n_batches).lower(params, tokens, k_eval).compile())
+        return compiled(("estimate", model, config.batch_size, config.block_size, n_batches, tokens.shape, layout),
+                        lambda: make_estimate(model, config, n_batches, split).lower(params, tokens, k_eval).compile())
 
     estimates = {"train": estimator(train_tokens, config.eval_iters), "val": estimator(val_tokens, config.eval_iters)}
     stops = sorted({*range(config.eval_interval, config.max_iters, config.eval_interval), config.max_iters})
@@ -281,8 +303,9 @@ def train_lm(config: LMConfig, data: CharData, out_dir: str | os.PathLike | None
 
     sizes = {b - a for a, b in zip([start, *stops], stops)}  # compile every chunk length before the clock starts
     def chunk_of(n: int) -> Callable:
-        return compiled(("chunk", model, step_settings(config), n, train_tokens.shape),
-                        lambda: make_train_chunk(model, optimizer, config).lower(params, opt_state, train_tokens, k_train, 0, n).compile())
+        return compiled(("chunk", model, step_settings(config), n, train_tokens.shape, layout),
+                        lambda: make_train_chunk(model, optimizer, config, split).lower(params, opt_state, train_tokens, k_train, 0,
+                                                                                        n).compile())
 
     chunks = {n: chunk_of(n) for n in sizes}
     elapsed = history[-1]["seconds"] if history else 0.0
@@ -298,13 +321,13 @@ def train_lm(config: LMConfig, data: CharData, out_dir: str | os.PathLike | None
         record = evaluate(params, it, time.perf_counter() - began, losses)
         history.append(record)
         if out is not None:
-            checkpoint.save(out / CHECKPOINT_NAME, (params, opt_state), {"iteration": it, "history": history,
+            checkpoint.save(out / CHECKPOINT_NAME, gathered((params, opt_state)), {"iteration": it, "history": history,
                                                                            "config": asdict(config), "chars": data.chars})
         if on_eval is not None:
             on_eval(record)
     train_seconds = time.perf_counter() - began
     final = float(estimator(val_tokens, final_batches)(params, val_tokens, jax.random.fold_in(k_eval, 2**31 - 1)))
-    return LMResult(params, history, final, train_seconds, config, first_iteration_at)
+    return LMResult(gathered(params), history, final, train_seconds, config, first_iteration_at)
 
 
 def write_results(result: LMResult, data: CharData, out_dir: str | os.PathLike, extra: dict | None = None) -> Path:
