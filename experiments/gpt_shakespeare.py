@@ -112,10 +112,10 @@ def estimate_spread(config: lm.LMConfig, data: lm.CharData, params, n: int, stem
     figure is one such estimate) and once on 2,000 batches (the reference). The estimates and their
     histogram go to STEM-spread.{json,png}; the summary is returned."""
     model, val = lm.model_of(config, data.vocab_size), jax.numpy.asarray(data.val)
-    small = lm.make_estimate(model, config, config.eval_iters)
+    small, large = lm.make_estimate(model, config, config.eval_iters), lm.make_estimate(model, config, 2000)
     key = jax.random.PRNGKey(12345)
-    losses = np.array([float(small(params, val, jax.random.fold_in(key, i))) for i in range(n)])
-    reference = float(lm.make_estimate(model, config, 2000)(params, val, jax.random.fold_in(key, n)))
+    losses = np.array([float(small(params, val, len(val), jax.random.fold_in(key, i), config.eval_iters)) for i in range(n)])
+    reference = float(large(params, val, len(val), jax.random.fold_in(key, n), 2000))
     out = {"batches": config.eval_iters, "estimates": n, **spread(losses.tolist()), "reference_2000_batches": reference,
            "share_at_or_below_nanogpt_measured": float(np.mean(losses <= NANOGPT["measured_here_val_loss"]))}
     path = stem.with_name(stem.name + "-spread")

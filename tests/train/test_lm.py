@@ -109,6 +109,34 @@ def test_a_resumed_run_ends_exactly_where_the_uninterrupted_one_does(trained, da
         lm.train_lm(lm.replace(TINY, n_embd=8, max_iters=80), data, tmp_path, resume=True)
 
 
+def test_one_estimate_program_serves_both_splits_and_every_count_of_batches(trained, data):
+    """The estimate of n batches of a split (padded to the longer split's length, the loop's length an argument)
+    equals the mean of model.loss over the windows a direct loop draws with jax.random.split(key, n)."""
+    result, _ = trained
+    model = lm.model_of(TINY, data.vocab_size)
+    estimate = lm.make_estimate(model, TINY, 50)
+    key = jax.random.PRNGKey(3)
+    val = jnp.asarray(data.val)
+    padded = jnp.pad(val, (0, len(data.train) - len(data.val)))
+    for n in (4, 50):
+        direct = np.mean([float(model.loss(result.params, *lm.get_batch(k, val, TINY.batch_size, TINY.block_size)))
+                          for k in jax.random.split(key, n)])
+        got = float(estimate(result.params, padded, len(data.val), key, n))
+        assert abs(got - direct) < 1e-5 * max(1.0, abs(direct)), (n, got, direct)  # float32 sums in another order
+
+
+def test_a_failing_check_during_the_first_chunk_stops_the_run_before_anything_is_saved(data, tmp_path):
+    class Failed(Exception):
+        pass
+
+    def check():
+        raise Failed()
+
+    with pytest.raises(Failed):
+        lm.train_lm(TINY, data, tmp_path, check_meanwhile=check, final_batches=2)
+    assert not (tmp_path / lm.CHECKPOINT_NAME).exists()
+
+
 def test_greedy_generation_equals_a_naive_loop_over_the_cropped_context(trained, data):
     result, _ = trained
     model = lm.model_of(TINY, data.vocab_size)

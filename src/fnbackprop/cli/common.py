@@ -203,26 +203,12 @@ class GradientCheckFailed(Exception):
     """The pre-training gradient check failed (its message printed): exit status 1."""
 
 
-def gradient_check_meanwhile(net, params, x, y):
-    """Start `gradient_error` in a thread (its programs compile while the caller compiles its own) and return
-    a function that waits for it, says how it went, and raises GradientCheckFailed when it failed."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..check.numerics import TOL_FLOAT32
-
-    pool = ThreadPoolExecutor(max_workers=1)
-    pending = pool.submit(gradient_error, net, params, x, y)
-    pool.shutdown(wait=False)
-
-    def wait() -> None:
-        err = pending.result()
-        if err > TOL_FLOAT32:
-            console.print(f"[red]gradient check failed: hand-coded vs jax.grad max relative error {err:.1e} > {TOL_FLOAT32:g}[/red]")
-            raise GradientCheckFailed(err)
-        console.print(f"gradient check: hand-coded backward agrees with jax.grad on one batch (max relative error {err:.1e}, "
-                      "float32)")
-
-    return wait
+def gradient_check_or_stop(net, params, x, y) -> None:
+    """`gradient_check_passes`, raising GradientCheckFailed when it fails. The language models run it once their
+    first chunk of iterations is on its way (`train_lm(check_meanwhile=...)`): it traces and compiles while
+    that chunk runs, off the path to the first iteration, and stops the run before anything is saved."""
+    if not gradient_check_passes(net, params, x, y):
+        raise GradientCheckFailed()
 
 
 def training_progress(unit: str):

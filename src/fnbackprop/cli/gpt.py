@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .common import (GradientCheckFailed, UsageError, console, error, gradient_check_meanwhile, in_range, positive_int,
+from .common import (GradientCheckFailed, UsageError, console, error, gradient_check_or_stop, in_range, positive_int,
                      process_start, run_folder, seed_int, training_progress)
 
 positive_float = in_range(float, 0, low_open=True)
@@ -178,9 +178,9 @@ def run_train_gpt(args: argparse.Namespace) -> int:
                   + (f", split over a data {args.mesh[0]} x model {args.mesh[1]} mesh" if mesh is not None else "")
                   + (" with sequence parallelism" if args.sequence_parallel else "") + f"; writing to {out}", highlight=False)
     x, y = get_batch(jax.random.PRNGKey(1), jax.numpy.asarray(data.train), config.batch_size, config.block_size)
-    checked = gradient_check_meanwhile(model, params, x, y)  # compiled beside the training chunk, on another core
+    checked = lambda: gradient_check_or_stop(model, params, x, y)  # noqa: E731  (run while the first chunk runs)
     result = train_with_progress(lambda show: train_lm(config, data, out, resume=args.resume, on_eval=show,
-                                                       before_first=checked, mesh=mesh,
+                                                       check_meanwhile=checked, mesh=mesh,
                                                        sequence_parallel=args.sequence_parallel), config.max_iters,
                                  lambda r: f"train loss {r['train_loss']:.4f}  val loss {r['val_loss']:.4f}")
     if isinstance(result, int):

@@ -83,9 +83,11 @@ def load_chars(path: str | os.PathLike | None = None, train_fraction: float = 0.
     return replace(data, train=tokens[:n], val=tokens[n:])
 
 
-def get_batch(key: Array, tokens: Array, batch_size: int, block_size: int) -> tuple[Array, Array]:
-    """batch_size windows at uniform random starts i in [0, len - block_size): x = tokens[i : i + block], y = x shifted by one."""
-    starts = jax.random.randint(key, (batch_size, 1), 0, tokens.shape[0] - block_size)
+def get_batch(key: Array, tokens: Array, batch_size: int, block_size: int, n_tokens: Any = None) -> tuple[Array, Array]:
+    """batch_size windows at uniform random starts i in [0, n - block_size): x = tokens[i : i + block], y = x shifted by
+    one; n is len(tokens), or `n_tokens` (which may be traced) when only the first n_tokens count (padded tokens)."""
+    n = tokens.shape[0] if n_tokens is None else n_tokens
+    starts = jax.random.randint(key, (batch_size, 1), 0, n - block_size)
     positions = starts + jnp.arange(block_size)
     return tokens[positions], tokens[positions + 1]
 
@@ -215,16 +217,22 @@ def make_train_chunk(model: GPT, optimizer: optax.GradientTransformation, config
     return jax.jit(chunk, static_argnums=5, donate_argnums=(0, 1))
 
 
-def make_estimate(model: GPT, config: LMConfig, n_batches: int, split: Any = None) -> jax.stages.Wrapped:
-    """(params, tokens, key) -> the mean loss over n_batches random batches, without dropout (by the sharded
-    forward with `split`)."""
+def make_estimate(model: GPT, config: LMConfig, most_batches: int, split: Any = None) -> jax.stages.Wrapped:
+    """(params, tokens, n_tokens, key, n_batches) -> the mean loss over n_batches <= most_batches random batches of
+    tokens[:n_tokens], without dropout (by the sharded forward with `split`). One program serves both splits (the
+    shorter padded to the longer's length) and every count of batches (the loop's length is an argument): batch i
+    is drawn with split(key, most_batches)[i], which is split(key, n_batches)[i] (threefry's split is
+    partitionable: the i-th key does not depend on how many are drawn)."""
     loss = model.loss if split is None else split.loss
 
-    def estimate(params, tokens, key):
-        def one(total, k):
-            x, y = get_batch(k, tokens, config.batch_size, config.block_size)
-            return total + loss(params, x, y), None
-        return jax.lax.scan(one, jnp.zeros((), jnp.float32), jax.random.split(key, n_batches))[0] / n_batches
+    def estimate(params, tokens, n_tokens, key, n_batches):
+        keys = jax.random.split(key, most_batches)
+
+        def one(i, total):
+            x, y = get_batch(keys[i], tokens, config.batch_size, config.block_size, n_tokens)
+            return total + loss(params, x, y)
+
+        return jax.lax.fori_loop(0, n_batches, one, jnp.zeros((), jnp.float32)) / n_batches
 
     return jax.jit(estimate)
 
@@ -242,15 +250,16 @@ class LMResult:
 
 def train_lm(config: LMConfig, data: CharData, out_dir: str | os.PathLike | None = None, resume: bool = False,
              on_eval: Callable[[dict], None] | None = None, final_batches: int = FINAL_EVAL_BATCHES,
-             before_first: Callable[[], None] | None = None, mesh: Any = None, sequence_parallel: bool = False) -> LMResult:
+             check_meanwhile: Callable[[], None] | None = None, mesh: Any = None, sequence_parallel: bool = False) -> LMResult:
     """Train `config` on `data`: evaluations (eval_iters batches of each split) every eval_interval iterations
     and at the end, a checkpoint at each, then the final validation loss on `final_batches` batches.
 
     `train_seconds` is the wall time of the training loop, evaluations and checkpoints included, compilation
     excluded (the first chunk is compiled before the clock starts). With `resume`, training continues from
-    the checkpoint in `out_dir` (which must be of the same configuration but for max_iters). `before_first()`
-    runs once everything is compiled, just before the first iteration (it may raise to stop the run: the
-    command line waits there for its gradient check, run meanwhile); `first_iteration_at` (time.time())
+    the checkpoint in `out_dir` (which must be of the same configuration but for max_iters). `check_meanwhile()`
+    runs once the first chunk of iterations is on its way, and before anything of it is recorded or saved (it may
+    raise to stop the run: the command line waits there for its gradient check, which runs meanwhile, so the
+    check is off the path to the first iteration); `first_iteration_at` (time.time())
     is when that iteration started.
 
     With `mesh` (axes data x model, `fnbackprop.parallel.make_mesh(data=, model=)`), the GPT is split over it
@@ -282,18 +291,23 @@ def train_lm(config: LMConfig, data: CharData, out_dir: str | os.PathLike | None
     gathered = (lambda tree: tree) if split is None else split.gather
     layout = None if split is None else (split.dp, split.tp, sequence_parallel)
     train_tokens, val_tokens = jnp.asarray(data.train), jnp.asarray(data.val)
-    def estimator(tokens: Array, n_batches: int) -> Callable:
-        return compiled(("estimate", model, config.batch_size, config.block_size, n_batches, tokens.shape, layout),
-                        lambda: make_estimate(model, config, n_batches, split).lower(params, tokens, k_eval).compile())
+    length = max(len(data.train), len(data.val))
+    padded = {name: jnp.pad(tokens, (0, length - tokens.shape[0])) for name, tokens in (("train", train_tokens), ("val", val_tokens))}
+    most = max(config.eval_iters, final_batches)
+    estimate = compiled(("estimate", model, config.batch_size, config.block_size, most, length, layout),
+                        lambda: make_estimate(model, config, most, split).lower(params, padded["train"], len(data.train), k_eval,
+                                                                               config.eval_iters).compile())
 
-    estimates = {"train": estimator(train_tokens, config.eval_iters), "val": estimator(val_tokens, config.eval_iters)}
+    def loss_of(params: Any, name: str, key: Array, n_batches: int) -> float:
+        return float(estimate(params, padded[name], len(getattr(data, name)), key, n_batches))
+
     stops = sorted({*range(config.eval_interval, config.max_iters, config.eval_interval), config.max_iters})
     stops = [s for s in stops if s > start]
 
     def evaluate(params, it: int, seconds: float, losses: Array | None) -> dict:
         k = jax.random.fold_in(k_eval, it)
-        record = {"iteration": it, "train_loss": float(estimates["train"](params, train_tokens, k)),
-                  "val_loss": float(estimates["val"](params, val_tokens, jax.random.fold_in(k, 1))),
+        record = {"iteration": it, "train_loss": loss_of(params, "train", k, config.eval_iters),
+                  "val_loss": loss_of(params, "val", jax.random.fold_in(k, 1), config.eval_iters),
                   "lr": float(learning_rate(config)(it)), "seconds": seconds}
         if losses is not None:
             record["batch_loss"] = float(losses[-1])
@@ -311,12 +325,13 @@ def train_lm(config: LMConfig, data: CharData, out_dir: str | os.PathLike | None
     elapsed = history[-1]["seconds"] if history else 0.0
     if not history:
         history.append(evaluate(params, 0, 0.0, None))
-    if before_first is not None:
-        before_first()
     first_iteration_at = time.time()
     began, it = time.perf_counter() - elapsed, start
     for stop in stops:
         params, opt_state, losses = chunks[stop - it](params, opt_state, train_tokens, k_train, it)
+        if check_meanwhile is not None:  # once, while the first chunk runs
+            check_meanwhile, waiting = None, check_meanwhile
+            waiting()
         it = stop
         record = evaluate(params, it, time.perf_counter() - began, losses)
         history.append(record)
@@ -326,7 +341,7 @@ def train_lm(config: LMConfig, data: CharData, out_dir: str | os.PathLike | None
         if on_eval is not None:
             on_eval(record)
     train_seconds = time.perf_counter() - began
-    final = float(estimator(val_tokens, final_batches)(params, val_tokens, jax.random.fold_in(k_eval, 2**31 - 1)))
+    final = loss_of(params, "val", jax.random.fold_in(k_eval, 2**31 - 1), final_batches)
     return LMResult(gathered(params), history, final, train_seconds, config, first_iteration_at)
 
 
