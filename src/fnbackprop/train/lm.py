@@ -327,11 +327,10 @@ def train_lm(config: LMConfig, data: CharData, out_dir: str | os.PathLike | None
         history.append(evaluate(params, 0, 0.0, None))
     first_iteration_at = time.time()
     began, it = time.perf_counter() - elapsed, start
-    for stop in stops:
+    for number, stop in enumerate(stops):
         params, opt_state, losses = chunks[stop - it](params, opt_state, train_tokens, k_train, it)
-        if check_meanwhile is not None:  # once, while the first chunk runs
-            check_meanwhile, waiting = None, check_meanwhile
-            waiting()
+        if number == 0 and check_meanwhile is not None:  # while the first chunk runs
+            check_meanwhile()
         it = stop
         record = evaluate(params, it, time.perf_counter() - began, losses)
         history.append(record)
