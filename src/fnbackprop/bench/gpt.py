@@ -26,7 +26,7 @@ from ..train.lm import PRESETS, LMConfig, make_optimizer, model_of
 
 VOCAB = 65  # Tiny Shakespeare's characters
 SIZES = {"cpu preset": PRESETS["shakespeare-char-cpu"],
-         "larger (6 x 384, context 256, batch 4)": replace(PRESETS["shakespeare-char-gpu"], batch_size=4, dropout=0.0)}
+         "larger (6 x 384, context 256, batch 12)": replace(PRESETS["shakespeare-char-gpu"], batch_size=12, dropout=0.0)}
 
 
 def flops_per_step(config: LMConfig, n_params: int) -> float:
@@ -170,7 +170,11 @@ def gpt_targets(results: list[dict]) -> list[tuple[str, bool, str]]:
     rows = []
     for r in results:
         ratio = r["ratios"]["hand / jax.grad"]
-        rows.append((f"GPT {r['size']}: hand / jax.grad <= 1.05", ratio <= 1.05, f"{ratio:.3f}"))
+        rows.append((f"GPT {r['size']}: hand / jax.grad <= 1.0", ratio <= 1.0, f"{ratio:.3f}"))
+        if r["size"] == "cpu preset":
+            share = r["fraction_of_matmul_limit"]["hand"]
+            rows.append((f"GPT {r['size']}: hand step at >= 60% of the matmul limit (measured in the same run)", share >= 0.6,
+                         f"{100 * share:.0f}%"))
         if "torch eager / hand" in r["ratios"] and r["size"] == "cpu preset":  # the speed target is at the preset
             speed = r["ratios"]["torch eager / hand"]
             rows.append((f"GPT {r['size']}: faster than the PyTorch eager twin", speed > 1, f"{speed:.2f}x"))

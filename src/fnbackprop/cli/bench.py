@@ -12,7 +12,7 @@ from .common import console, error, not_applicable, positive_int, status_console
 
 
 #: the options each part of the benchmark reads (beyond --out and --quick)
-MODE_OPTIONS = {"conv_only": ("rounds",), "gpt_only": ("rounds",), "rnn_only": ("rounds",), "memory": (), "tp": (),
+MODE_OPTIONS = {"conv_only": ("rounds",), "gpt_only": ("rounds", "data_path"), "rnn_only": ("rounds",), "memory": (), "tp": (),
                 "all": ("rounds", "gpu", "torch_compile", "data_path")}
 
 
@@ -38,9 +38,10 @@ def run_bench(args: argparse.Namespace) -> int:
         return 2
     if args.data_path is not None:
         from ..train.data import find_mnist
+        from ..train.lm import find_text
 
         try:
-            find_mnist(args.data_path)
+            (find_text if args.gpt_only else find_mnist)(args.data_path)
         except FileNotFoundError as err:
             error("bench", str(err))
             return 2
@@ -181,7 +182,24 @@ def _bench_gpt(args: argparse.Namespace, results: dict) -> dict:
         for name, rows in r["profile"].items():
             _print_op_profile(f"{name}: the step's costliest compiled operations, {r['size']}", rows)
     _print_targets("targets: the GPT's step", gpt_targets(gpt))
-    return {**results, "gpt": gpt}
+    from ..bench.startup import measure_startup, startup_targets
+
+    with status_console.status("timing start-up: fnbackprop train --model gpt, cold then warm, twice...", spinner="dots"):
+        try:
+            startup = measure_startup(args.data_path if args.gpt_only else None)  # else --data-path is MNIST
+        except RuntimeError as err:
+            console.print(f"start-up not measured: {err}")
+            return {**results, "gpt": gpt}
+    table = Table(title="start-up of `fnbackprop train --model gpt` (CPU preset, 10 iterations), cold (empty compile "
+                        "cache) then warm, each a fresh process")
+    for col in ("run", "to the first iteration (s)", "launch to exit (s)"):
+        table.add_column(col, justify="left" if col == "run" else "right")
+    for i, (cold, warm) in enumerate(zip(startup["runs"]["cold"], startup["runs"]["warm"])):
+        for kind, r in (("cold", cold), ("warm", warm)):
+            table.add_row(f"{i + 1} {kind}", f"{r['first_iteration_s']:.1f}", f"{r['whole_s']:.1f}")
+    console.print(table)
+    _print_targets("targets: start-up", startup_targets(startup))
+    return {**results, "gpt": gpt, "startup": startup}
 
 
 def _bench_memory(args: argparse.Namespace, out: Path) -> dict:
@@ -302,10 +320,12 @@ def add_bench_command(sub) -> None:
     bench.add_argument("--torch-compile", action="store_true", help="the MLP grid: also time torch.compile (slow to compile)")
     bench.add_argument("--data-path", default=None,
                        help="MNIST for the epoch timing: mnist.pkl.gz or a folder of its IDX files (else $FNBACKPROP_MNIST, "
-                            "../shared/data, else random data of its shape)")
+                            "../shared/data, else random data of its shape); with --gpt-only, the text the start-up runs "
+                            "train on (else $FNBACKPROP_TEXT, ../shared/data, else a made-up text of its size)")
     bench.add_argument("--out", default="runs/bench", help="folder for the JSON and the plots")
     bench.add_argument("--conv-only", action="store_true", help="only the conv network's step (bench-conv.json)")
-    bench.add_argument("--gpt-only", action="store_true", help="only the GPT's step (bench-gpt.json)")
+    bench.add_argument("--gpt-only", action="store_true",
+                       help="only the GPT's step, and the start-up of `train --model gpt`, cold and warm (bench-gpt.json)")
     bench.add_argument("--rnn-only", action="store_true",
                        help="only the step of char-rnn's LSTM, against jax.grad and PyTorch's nn.LSTM (bench-rnn.json)")
     bench.add_argument("--memory", action="store_true",
