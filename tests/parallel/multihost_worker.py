@@ -43,7 +43,21 @@ idx, targets = np.arange(32).reshape(4, 8) % 11, (np.arange(32).reshape(4, 8) * 
 tp = fb.tensor_parallel(gpt, make_mesh(data=1, model=2), sequence_parallel=True)
 tp_loss, tp_grads = tp.value_and_grad(tp.shard(gpt_params), idx, targets)
 tp_ref_loss, tp_ref = jax.value_and_grad(gpt.loss)(gpt_params, jnp.asarray(idx), jnp.asarray(targets))
-result = {"process": process_id, "tp_grad_rel_err": rel_err(tp.gather(tp_grads), tp_ref),
+# and a short training run on that mesh, against the same run on one device of this process
+import tempfile  # noqa: E402
+
+from fnbackprop.train.lm import CharData, LMConfig, train_lm  # noqa: E402
+
+chars = "abcdefghij\n"
+tokens = (np.arange(6000) * 7 % 11).astype(np.int32)
+text = CharData(tokens[:5400], tokens[5400:], chars)
+lm_config = LMConfig(n_layer=1, n_head=2, n_embd=8, block_size=8, batch_size=4, max_iters=20, lr_decay_iters=20,
+                     eval_interval=10, eval_iters=2, warmup_iters=2)
+with tempfile.TemporaryDirectory() as folder:
+    split_run = train_lm(lm_config, text, folder, final_batches=2, mesh=make_mesh(data=1, model=2), sequence_parallel=True)
+one_run = train_lm(lm_config, text, final_batches=2)
+lm_gap = max(abs(a[k] - b[k]) for a, b in zip(split_run.history, one_run.history) for k in ("train_loss", "val_loss"))
+result = {"process": process_id, "tp_train_loss_gap": lm_gap, "tp_grad_rel_err": rel_err(tp.gather(tp_grads), tp_ref),
           "tp_loss_err": abs(float(jax.device_get(tp_loss)) - float(tp_ref_loss)), "processes": jax.process_count(), "devices": len(jax.devices()),
           "grad_rel_err": rel_err(jax.device_get(grads), ref), "cost_rel_err": rel_err(jax.device_get(cost), ref_cost),
           "train_params_rel_err": rel_err(jax.device_get(run.params), single.params)}
