@@ -57,9 +57,17 @@ def mistakes():
         report = fb.check_sharded(fb.tensor_parallel(model, mesh, sp), params, idx, targets)
         out["twins"][str(sp)] = {"passed": report.passed, "line": report.verdict_line()}
     for name, mutant in mutations.sharded_mutations().items():
-        report = fb.check_sharded(mutant.plant(fb.tensor_parallel(model, mesh, mutant.sequence_parallel)), params, idx, targets)
+        split = mutant.plant(fb.tensor_parallel(model, mesh, mutant.sequence_parallel))
+        report = fb.check_sharded(split, params, idx, targets)
         out["mutants"][name] = {"passed": report.passed, "expected": mutant.named, "notes": list(report.notes),
                                 "diagnosis": report.diagnosis}
+        if name.startswith("f's backward"):  # the same split as any function: its pieces given one by one
+            generic = fb.check_sharded(split.value_and_grad, params, idx, targets, reference=model.loss, shard=split.shard,
+                                       gather=split.gather, mesh=mesh)
+            out["generic_mutant"] = {"passed": generic.passed, "diagnosis": generic.diagnosis}
+    twin = fb.tensor_parallel(model, mesh)
+    out["generic_twin"] = fb.check_sharded(twin.value_and_grad, params, idx, targets, reference=model.loss, shard=twin.shard,
+                                           gather=twin.gather, mesh=mesh).passed
     return out
 
 

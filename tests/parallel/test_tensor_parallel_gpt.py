@@ -74,6 +74,14 @@ def test_each_planted_collective_mistake_fails_and_is_named(results, name):
     assert mutant["notes"] and mutant["notes"][0].startswith(f"named mistake: {expected} ("), mutant["notes"]
 
 
+def test_check_sharded_takes_any_function_with_its_pieces(results):
+    """The split's value_and_grad given as a plain function with reference=, shard=, gather=, mesh=: the correct
+    one passes, the one without f's all-reduce fails and is named from the devices' copies alone."""
+    assert results["mistakes"]["generic_twin"]
+    mutant = results["mistakes"]["generic_mutant"]
+    assert not mutant["passed"] and mutant["diagnosis"].startswith("not all-reduced:"), mutant
+
+
 def test_a_split_that_cannot_be_made_is_refused_in_one_line(results):
     said = results["refusals"]
     assert "must divide n_head=6" in said["heads"]
