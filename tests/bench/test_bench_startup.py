@@ -5,7 +5,7 @@ import pytest
 from fnbackprop.bench.startup import measure_startup, startup_targets
 
 
-def test_the_targets_read_the_upper_medians():
+def test_the_targets_are_three_seconds_warm_and_eight_cold():
     rows = startup_targets({"warm_first_iteration_s": 2.9, "cold_first_iteration_s": 8.2})
     assert [met for _, met, _ in rows] == [True, False]
 

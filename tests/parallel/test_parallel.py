@@ -15,11 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def results():
-    worker = Path(__file__).with_name("data_parallel_worker.py")
-    done = subprocess.run([sys.executable, str(worker)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
+def results(run_worker):
+    return run_worker("data_parallel_worker.py")
 
 
 def test_eight_devices_were_simulated(results):

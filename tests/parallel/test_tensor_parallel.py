@@ -4,10 +4,6 @@ gradient, in float64, whether its backward is written out (`column_parallel_back
 `row_parallel_backward`) or left to jax.grad through the f and g rules; the sequence's all-gather and
 reduce-scatter rules are each other's adjoints; and the two classic silent bugs are caught."""
 
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,11 +11,8 @@ TOL = 1e-12  # float64, sums in another order
 
 
 @pytest.fixture(scope="module")
-def results():
-    worker = Path(__file__).with_name("tensor_parallel_worker.py")
-    done = subprocess.run([sys.executable, str(worker)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
+def results(run_worker):
+    return run_worker("tensor_parallel_worker.py")
 
 
 def test_the_split_block_equals_one_device_with_the_backward_by_hand(results):

@@ -7,32 +7,16 @@ correct twins pass; a split that cannot be made is refused in one line.
 Tolerance 1e-12: float64, the same sums taken in another order over 8 ranks (the measured errors are ~2e-15;
 every planted mistake is off by more than 1e-2)."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 TOL = 1e-12
-WORKER = Path(__file__).with_name("tensor_parallel_gpt_worker.py")
-
-
-def run_worker_script(name: str, *args: str) -> dict:
-    done = subprocess.run([sys.executable, str(Path(__file__).with_name(name)), *args], capture_output=True, text=True,
-                          timeout=900, env=dict(os.environ))
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
-
-
-def run_worker(*args: str) -> dict:
-    return run_worker_script(WORKER.name, *args)
+WORKER = "tensor_parallel_gpt_worker.py"
 
 
 @pytest.fixture(scope="module")
-def results():
-    return run_worker()
+def results(run_worker):
+    return run_worker(WORKER)
 
 
 def assert_equal_to_one_device(case: dict) -> None:
@@ -101,17 +85,17 @@ def test_the_hand_split_calls_megatrons_collectives(results):
 
 
 @pytest.mark.slow
-def test_every_mesh_shape_with_random_configurations_equals_one_device():
+def test_every_mesh_shape_with_random_configurations_equals_one_device(run_worker):
     """1x8, 2x4, 4x2, 8x1, each with and without sequence parallelism and biases, random vocabularies (padded
     when 'model' does not divide them), widths, depths, lengths and dropout."""
-    results = run_worker("full")
+    results = run_worker(WORKER, "full")
     assert len(results["cases"]) == 16
     for case in results["cases"]:
         assert_equal_to_one_device(case)
 
 
 @pytest.mark.slow
-def test_training_on_a_two_by_four_mesh_gives_one_devices_losses_and_resumes_on_another_mesh():
+def test_training_on_a_two_by_four_mesh_gives_one_devices_losses_and_resumes_on_another_mesh(run_worker):
     """50 iterations (float32, AdamW, dropout 0.1) on one device and on a 2 x 4 mesh: every evaluation's train,
     validation and batch loss within 1e-5 (float32 sums in another order: measured ~5e-7 at losses ~2.7; a wrong
     gradient moves them by 1e-3 within 10 iterations). A run stopped at 20 and resumed from its gathered
@@ -119,7 +103,7 @@ def test_training_on_a_two_by_four_mesh_gives_one_devices_losses_and_resumes_on_
     parallelism."""
     import numpy as np
 
-    results = run_worker_script("tensor_parallel_training_worker.py")
+    results = run_worker("tensor_parallel_training_worker.py")
     one, split = np.array(results["one"]), np.array(results["split"])
     assert one.shape == split.shape == (6, 3)
     assert np.max(np.abs(one - split)) < 1e-5, (one, split)

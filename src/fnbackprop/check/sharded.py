@@ -37,14 +37,14 @@ The report names one mistake from the rows, in backward order (the head first, t
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
 
 from .diagnosis import diagnose
 from .numerics import TOL_FLOAT32, TOL_FLOAT64, leaf_rel_err
-from .verdicts import Report, TensorRow, best_fit_ratio, format_err
+from .verdicts import Report, TensorRow, best_fit_ratio
 
 PATTERNS = ("ok", "counted tp times", "not all-reduced", "not synchronised", "wrong")
 NAMES = ("counted tp times", "not all-reduced", "not synchronised", "adjoint swapped")
@@ -53,16 +53,20 @@ NAMES = ("counted tp times", "not all-reduced", "not synchronised", "adjoint swa
 class ShardedReport(Report):
     """A `Report` whose rows compare the gathered sharded gradients with one device's."""
 
-    def __str__(self) -> str:
-        header = ("", "tensor", "shape", "verdict", "rel err", "sharded/one", "detail")
-        table = [header] + [("X" if not r.ok else "", r.name, str(r.shape), r.verdict, format_err(r.rel_err),
-                             "-" if r.ratio != r.ratio else f"x{r.ratio:.4g}", r.detail) for r in self.rows]
-        widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
-        lines = [f"{self.subject}: sharded gradients gathered vs one device's jax.grad (tolerance {self.tol:g})"]
-        lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + ("  " + row[-1] if row[-1] else "") for row in table]
-        lines.append(self.verdict_line())
-        lines += [f"note: {n}" for n in self.notes] + [f"warning: {w}" for w in self.warnings]
-        return "\n".join(line.rstrip() for line in lines)
+    def ratio_header(self) -> str:
+        return "sharded/one"
+
+    def title(self) -> str:
+        return f"{self.subject}: sharded gradients gathered vs one device's jax.grad (tolerance {self.tol:g})"
+
+
+class Pattern(NamedTuple):
+    """What one tensor's devices hold (`classify`)."""
+
+    kind: str  # one of PATTERNS
+    evidence: str
+    replicated: bool = False  # the layout gives every device the whole tensor
+    copies_differ: bool = False  # and the devices' copies disagree
 
 
 def _replicated(a: Any) -> bool:
@@ -83,40 +87,42 @@ def device_copies(a: Any, mesh: Any, axis: str) -> list[np.ndarray]:
     return [held[i] for i in sorted(held)]
 
 
-def classify(gathered: np.ndarray, reference: np.ndarray, copies: dict[str, list], tp: int, tol: float) -> tuple[str, str]:
-    """(pattern, evidence) of one tensor: `copies` are the per-device copies along each mesh axis (empty for
-    a split tensor), tp the size of the axis the model is split over."""
+def classify(gathered: np.ndarray, reference: np.ndarray, copies: dict[str, list], tp: int, tol: float,
+             replicated: bool = False) -> Pattern:
+    """What one tensor's devices hold: `copies` are the per-device copies along each mesh axis (empty for a split
+    tensor), tp the size of the axis the model is split over."""
     for axis, held in copies.items():
         if len(held) > 1 and max(leaf_rel_err(c, held[0]) for c in held[1:]) > tol:
             total = np.sum(held, axis=0) if axis != "data" else np.mean(held, axis=0)
             how = "sum" if axis != "data" else "mean"
             if leaf_rel_err(total, reference) <= tol:
-                return "not synchronised", f"the copies differ across the {len(held)} devices of {axis!r}; their {how} is the true gradient"
-            return "wrong", f"the copies differ across the {len(held)} devices of {axis!r} (their {how} is not the true gradient either)"
+                return Pattern("not synchronised", f"the copies differ across the {len(held)} devices of {axis!r}; their "
+                                                   f"{how} is the true gradient", replicated, True)
+            return Pattern("wrong", f"the copies differ across the {len(held)} devices of {axis!r} (their {how} is not the "
+                                    "true gradient either)", replicated, True)
     if leaf_rel_err(gathered, reference) <= tol:
-        return "ok", ""
+        return Pattern("ok", "", replicated)
     if tp > 1 and leaf_rel_err(gathered, tp * reference) <= tol:
-        return "counted tp times", f"= {tp} x the true gradient"
+        return Pattern("counted tp times", f"= {tp} x the true gradient", replicated)
     if tp > 1 and leaf_rel_err(gathered, reference / tp) <= tol:
-        return "not all-reduced", f"= 1/{tp} of the true gradient"
-    return "wrong", ""
+        return Pattern("not all-reduced", f"= 1/{tp} of the true gradient", replicated)
+    return Pattern("wrong", "", replicated)
 
 
-def name_mistake(rows: list[tuple[str, str, bool]], sequence_parallel: bool) -> str:
-    """The mistake named from the failing rows (pattern, evidence, replicated?), in backward order; '' when
-    none is named (see the module's docstring)."""
-    failing = [r for r in rows if r[0] != "ok"]
+def name_mistake(patterns: list[Pattern], sequence_parallel: bool) -> str:
+    """The mistake named from the tensors' patterns, in backward order; '' when none is named (see the module's
+    docstring)."""
+    failing = [p for p in patterns if p.kind != "ok"]
     if not failing:
         return ""
-    kinds = {r[0] for r in failing}
+    kinds = {p.kind for p in failing}
     if len(kinds) == 1 and kinds <= {"counted tp times", "not all-reduced", "not synchronised"}:
-        return failing[0][0]
-    first, _, replicated = failing[0]
-    if first == "counted tp times":
+        return failing[0].kind
+    if failing[0].kind == "counted tp times":
         return "adjoint swapped"
-    if sequence_parallel and replicated:
+    if sequence_parallel and failing[0].replicated:
         return "adjoint swapped"
-    if not sequence_parallel and any("differ across" in r[1] for r in failing):
+    if not sequence_parallel and any(p.copies_differ for p in failing):
         return "not all-reduced"
     return ""
 
@@ -129,14 +135,9 @@ EXPLAIN = {
 }
 
 
-def _path_name(path: tuple) -> str:
-    out = ""
-    for k in path:
-        if hasattr(k, "key"):
-            out += ("." if out else "") + str(k.key)
-        elif hasattr(k, "idx"):
-            out += f"[{k.idx}]"
-    return out
+def _named(tree: Any) -> dict[str, Any]:
+    """The leaves of a pytree by their paths, `h.0.attn.c_attn.W`."""
+    return {jax.tree_util.keystr(p, simple=True, separator="."): a for p, a in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def check_sharded(sharded: Any, params: Any, *args: Any, reference: Callable | None = None, shard: Callable | None = None,
@@ -173,33 +174,34 @@ def check_sharded(sharded: Any, params: Any, *args: Any, reference: Callable | N
     loss, grads = value_and_grad(shard(params), *args)
     full = gather(grads)
 
-    named_ref = {_path_name(p): np.asarray(a) for p, a in jax.tree_util.tree_flatten_with_path(ref_grads)[0]}
-    named_full = {_path_name(p): np.asarray(a) for p, a in jax.tree_util.tree_flatten_with_path(full)[0]}
-    named_sharded = {_path_name(p): a for p, a in jax.tree_util.tree_flatten_with_path(grads)[0]}
+    named_ref = {n: np.asarray(a) for n, a in _named(ref_grads).items()}
+    named_full = {n: np.asarray(a) for n, a in _named(full).items()}
+    named_sharded = _named(grads)
     if set(named_ref) != set(named_full):
         raise ValueError(f"check_sharded: the gathered gradients' tensors {sorted(named_full)} are not the reference's {sorted(named_ref)}")
     names = [n for n in (order or list(named_ref)[::-1]) if n in named_ref]
     names += [n for n in named_ref if n not in names]
 
-    patterns, rows = [], []
+    patterns: list[Pattern] = []
+    rows = []
     for name in names:
         g, r, a = named_full[name], named_ref[name], named_sharded[name]
         copies = {ax: device_copies(a, mesh, ax) for ax in mesh.axis_names}
         if g.shape != r.shape:
-            patterns.append(("wrong", "shape", False))
+            patterns.append(Pattern("wrong", "shape"))
             rows.append(TensorRow(name, g.shape, False, float("inf"), float("inf"), (), float("nan"), float("nan"), 0,
                                   "shape/dtype mismatch", detail=f"gathered {g.shape}, one device {r.shape}"))
             continue
-        pattern, evidence = classify(g, r, copies, tp, tol)
-        patterns.append((pattern, evidence, _replicated(a)))
-        err = leaf_rel_err(g, r)
+        pattern = classify(g, r, copies, tp, tol, _replicated(a))
+        patterns.append(pattern)
         worst = tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(g - r)), g.shape)) if g.size else ()
-        rows.append(TensorRow(name, g.shape, True, float(np.max(np.abs(g - r))) if g.size else 0.0, err, worst,
-                              best_fit_ratio(g, r), float("nan"), 0, "ok" if pattern == "ok" else "backward wrong",
-                              detail=evidence or ("" if pattern == "ok" else f"worst at {worst}")))
+        rows.append(TensorRow(name, g.shape, True, float(np.max(np.abs(g - r))) if g.size else 0.0, leaf_rel_err(g, r), worst,
+                              best_fit_ratio(g, r), float("nan"), 0, "ok" if pattern.kind == "ok" else "backward wrong",
+                              detail=pattern.evidence or ("" if pattern.kind == "ok" else f"worst at {worst}")))
     named = name_mistake(patterns, sequence_parallel)
-    rows = [row if row.ok else row._replace(diagnosis=_row_diagnosis(named, row, named_full[row.name], named_ref[row.name], evidence))
-            for row, (_, evidence, _) in zip(rows, patterns)]
+    rows = [row if row.ok else row._replace(diagnosis=f"{named}: {row.detail}" if named else
+                                            diagnose(named_full[row.name], named_ref[row.name]))
+            for row in rows]
     warnings = []
     loss_err = abs(float(loss) - float(ref_loss)) / max(abs(float(ref_loss)), 1e-30)
     if loss_err > tol:
@@ -216,12 +218,6 @@ def _is_split(obj: Any) -> bool:
     return all(hasattr(obj, name) for name in ("model", "mesh", "shard", "gather", "value_and_grad", "sequence_parallel"))
 
 
-def _row_diagnosis(named: str, row: TensorRow, hand: np.ndarray, auto: np.ndarray, evidence: str) -> str:
-    if named:
-        return f"{named}: {evidence or row.detail}"
-    return diagnose(hand, auto)
-
-
 def gpt_backward_order(n_layer: int, bias: bool) -> list[str]:
     """A GPT's parameters in the order the backward reaches them: the head's wte use and ln_f, the blocks from
     the last (mlp c_proj, c_fc, ln_2, attention c_proj, c_attn, ln_1), then wpe (and wte again)."""
@@ -229,7 +225,7 @@ def gpt_backward_order(n_layer: int, bias: bool) -> list[str]:
     lin = ["W", "b"] if bias else ["W"]
     names = [f"ln_f.{k}" for k in ln]
     for i in reversed(range(n_layer)):
-        h = f"h[{i}]"
+        h = f"h.{i}"
         names += [f"{h}.mlp.c_proj.{k}" for k in lin] + [f"{h}.mlp.c_fc.{k}" for k in lin] + [f"{h}.ln_2.{k}" for k in ln]
         names += [f"{h}.attn.c_proj.{k}" for k in lin] + [f"{h}.attn.c_attn.{k}" for k in lin] + [f"{h}.ln_1.{k}" for k in ln]
     return names + ["wpe", "wte"]

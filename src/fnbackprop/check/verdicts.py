@@ -90,6 +90,15 @@ class Report(NamedTuple):
     def passed(self) -> bool:
         return bool(self.rows) and all(r.ok for r in self.rows)
 
+    def ratio_header(self) -> str:
+        """The heading of the table's column of best-fit ratios."""
+        return "hand/auto"
+
+    def title(self) -> str:
+        """The table's first line: what was compared with what, at which tolerances."""
+        return (f"{self.subject}: hand-coded backward vs autodiff (tolerance {self.tol:g}) vs finite differences "
+                f"(tolerance {self.fd_tol:g}); eager vs jit {format_err(self.jit_rel_err)}")
+
     def failing(self) -> list[TensorRow]:
         return [r for r in self.rows if not r.ok]
 
@@ -123,12 +132,11 @@ class Report(NamedTuple):
     def __str__(self) -> str:
         """The report as a plain-text table (what `print(report)` shows): a header, one line per tensor
         (failing ones marked X), the verdict line, then the notes and warnings."""
-        header = ("", "tensor", "shape", "verdict", "rel err", "hand/auto", "detail")
+        header = ("", "tensor", "shape", "verdict", "rel err", self.ratio_header(), "detail")
         table = [header] + [("X" if not r.ok else "", r.name, str(r.shape), r.verdict, format_err(r.rel_err),
                              "-" if r.ratio != r.ratio else f"x{r.ratio:.4g}", r.detail) for r in self.rows]
         widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
-        lines = [f"{self.subject}: hand-coded backward vs autodiff (tolerance {self.tol:g}) vs finite differences "
-                 f"(tolerance {self.fd_tol:g}); eager vs jit {format_err(self.jit_rel_err)}"]
+        lines = [self.title()]
         lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + ("  " + row[-1] if row[-1] else "")
                   for row in table]
         lines.append(self.verdict_line())

@@ -28,112 +28,92 @@ The dense layers built on them (rows are examples; W is (n_out, n_in) as everywh
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
+from ..layers.dense import dense_backward, dense_forward
+
 Array = jax.Array
 
 
-# ----- f and g -------------------------------------------------------------------------------------------------
-@partial(jax.custom_vjp, nondiff_argnums=(1,))
-def copy_to_model(x: Array, axis: str) -> Array:
-    """Megatron's f: the identity forward, an all-reduce over `axis` backward."""
+# ----- the collectives, each a custom_vjp whose backward is its conjugate ---------------------------------------
+def identity(x: Array, axis: str, dim: int | None = None) -> Array:
     return x
 
 
-def _copy_fwd(x: Array, axis: str) -> tuple[Array, None]:
-    return x, None
-
-
-def _copy_bwd(axis: str, _: None, dy: Array) -> tuple[Array]:
-    return (jax.lax.psum(dy, axis),)
-
-
-copy_to_model.defvjp(_copy_fwd, _copy_bwd)
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(1,))
-def reduce_from_model(x: Array, axis: str) -> Array:
-    """Megatron's g: an all-reduce over `axis` forward, the identity backward."""
+def all_reduce(x: Array, axis: str, dim: int | None = None) -> Array:
     return jax.lax.psum(x, axis)
 
 
-def _reduce_fwd(x: Array, axis: str) -> tuple[Array, None]:
-    return jax.lax.psum(x, axis), None
-
-
-def _reduce_bwd(axis: str, _: None, dy: Array) -> tuple[Array]:
-    return (dy,)
-
-
-reduce_from_model.defvjp(_reduce_fwd, _reduce_bwd)
-
-
-# ----- all-gather and reduce-scatter ---------------------------------------------------------------------------
-@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def all_gather(x: Array, axis: str, dim: int) -> Array:
-    """Every rank's shard concatenated along `dim` (forward); a reduce-scatter along `dim` backward."""
+def gather_tiled(x: Array, axis: str, dim: int) -> Array:
+    """Every rank's block concatenated along `dim`."""
     return jax.lax.all_gather(x, axis, axis=dim, tiled=True)
 
 
-def _gather_fwd(x: Array, axis: str, dim: int) -> tuple[Array, None]:
-    return jax.lax.all_gather(x, axis, axis=dim, tiled=True), None
-
-
-def _gather_bwd(axis: str, dim: int, _: None, dy: Array) -> tuple[Array]:
-    return (jax.lax.psum_scatter(dy, axis, scatter_dimension=dim, tiled=True),)
-
-
-all_gather.defvjp(_gather_fwd, _gather_bwd)
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def reduce_scatter(x: Array, axis: str, dim: int) -> Array:
-    """Block r (along `dim`) of the sum over ranks, on rank r (forward); an all-gather along `dim` backward."""
+def scatter_tiled(x: Array, axis: str, dim: int) -> Array:
+    """Block r (along `dim`) of the sum over ranks, on rank r."""
     return jax.lax.psum_scatter(x, axis, scatter_dimension=dim, tiled=True)
 
 
-def _scatter_fwd(x: Array, axis: str, dim: int) -> tuple[Array, None]:
-    return jax.lax.psum_scatter(x, axis, scatter_dimension=dim, tiled=True), None
+def _conjugate(forward: Callable, adjoint: Callable) -> Callable:
+    """forward(x, axis, dim) as a custom_vjp whose backward is adjoint(dy, axis, dim)."""
+
+    @partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+    def op(x: Array, axis: str, dim: int | None) -> Array:
+        return forward(x, axis, dim)
+
+    op.defvjp(lambda x, axis, dim: (forward(x, axis, dim), None), lambda axis, dim, _, dy: (adjoint(dy, axis, dim),))
+    return op
 
 
-def _scatter_bwd(axis: str, dim: int, _: None, dy: Array) -> tuple[Array]:
-    return (jax.lax.all_gather(dy, axis, axis=dim, tiled=True),)
+_F, _G = _conjugate(identity, all_reduce), _conjugate(all_reduce, identity)
+_GATHER, _SCATTER = _conjugate(gather_tiled, scatter_tiled), _conjugate(scatter_tiled, gather_tiled)
 
 
-reduce_scatter.defvjp(_scatter_fwd, _scatter_bwd)
+def copy_to_model(x: Array, axis: str) -> Array:
+    """Megatron's f: the identity forward, an all-reduce over `axis` backward."""
+    return _F(x, axis, None)
 
 
-# ----- the dense layers --------------------------------------------------------------------------------------
+def reduce_from_model(x: Array, axis: str) -> Array:
+    """Megatron's g: an all-reduce over `axis` forward, the identity backward."""
+    return _G(x, axis, None)
+
+
+def all_gather(x: Array, axis: str, dim: int) -> Array:
+    """Every rank's shard concatenated along `dim` (forward); a reduce-scatter along `dim` backward."""
+    return _GATHER(x, axis, dim)
+
+
+def reduce_scatter(x: Array, axis: str, dim: int) -> Array:
+    """Block r (along `dim`) of the sum over ranks, on rank r (forward); an all-gather along `dim` backward."""
+    return _SCATTER(x, axis, dim)
+
+
+# ----- the dense layers: `layers.dense`'s forward and backward, with the collective each split needs -------------
 def column_parallel_forward(params: dict, x: Array) -> tuple[Array, Array]:
     """y_r = x W_r^T + b_r on this rank's rows of W (x replicated): (y_r, the cache x)."""
-    y = x @ params["W"].T
-    return (y + params["b"] if "b" in params else y), x
+    return dense_forward(params, x)
 
 
 def column_parallel_backward(params: dict, x: Array, dy: Array, axis: str) -> tuple[dict, Array]:
     """dW_r = dy_r^T x, db_r = sum_i dy_r (this rank's rows); dx = psum_r(dy_r W_r): f's backward, written out."""
-    grads = {"W": dy.reshape(-1, dy.shape[-1]).T @ x.reshape(-1, x.shape[-1])}
-    if "b" in params:
-        grads["b"] = jnp.sum(dy.reshape(-1, dy.shape[-1]), axis=0)
-    return grads, jax.lax.psum(dy @ params["W"], axis)
+    grads, dx = dense_backward(params, x, dy)
+    return grads, jax.lax.psum(dx, axis)
 
 
 def row_parallel_forward(params: dict, x: Array, axis: str) -> tuple[Array, Array]:
     """y = psum_r(x_r W_r^T) + b, the bias added once after g's all-reduce: (y, the cache x_r)."""
-    y = jax.lax.psum(x @ params["W"].T, axis)
+    y = jax.lax.psum(dense_forward({"W": params["W"]}, x)[0], axis)
     return (y + params["b"] if "b" in params else y), x
 
 
 def row_parallel_backward(params: dict, x: Array, dy: Array) -> tuple[dict, Array]:
     """dy replicated (g's backward is the identity): dW_r = dy^T x_r, dx_r = dy W_r, db = sum_i dy (the same on
-    every rank: the bias is one parameter, used once)."""
-    grads: dict[str, Any] = {"W": dy.reshape(-1, dy.shape[-1]).T @ x.reshape(-1, x.shape[-1])}
-    if "b" in params:
-        grads["b"] = jnp.sum(dy.reshape(-1, dy.shape[-1]), axis=0)
-    return grads, dy @ params["W"]
+    every rank: the bias is one parameter, used once): dense's backward as it is."""
+    return dense_backward(params, x, dy)
 
 
 # ----- the vocabulary-parallel cross-entropy ---------------------------------------------------------------------

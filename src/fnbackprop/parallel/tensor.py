@@ -54,7 +54,7 @@ from ..layers import activation, layer_norm
 from ..layers.attention import _dropout_scale, attention_backward, attention_forward
 from ..layers.dense import dense_backward, dense_forward
 from ..models.gpt import GPT
-from .collectives import vocab_parallel_cross_entropy
+from .collectives import all_reduce, gather_tiled, identity, scatter_tiled, vocab_parallel_cross_entropy
 
 Array = jax.Array
 Params = Any
@@ -62,19 +62,19 @@ DATA, MODEL = "data", "model"
 
 
 def _identity(a: Array) -> Array:
-    return a
+    return identity(a, MODEL)
 
 
 def _gather_positions(a: Array) -> Array:
-    return jax.lax.all_gather(a, MODEL, axis=1, tiled=True)
+    return gather_tiled(a, MODEL, 1)
 
 
 def _scatter_positions(a: Array) -> Array:
-    return jax.lax.psum_scatter(a, MODEL, scatter_dimension=1, tiled=True)
+    return scatter_tiled(a, MODEL, 1)
 
 
 def _all_reduce(a: Array) -> Array:
-    return jax.lax.psum(a, MODEL)
+    return all_reduce(a, MODEL)
 
 
 class Boundaries(NamedTuple):
