@@ -1,6 +1,7 @@
 """Start-up of the command line: JAX's persistent compilation cache (where it lives, how to turn it off, a
-cache chosen by the caller left alone), the pre-training gradient check run beside the compiles (a failed
-one stops the run with exit status 1 before any iteration), and the process's start time."""
+cache chosen by the caller left alone), the gradient check that the GPT's run makes while its first chunk of
+iterations runs (a failed one raises GradientCheckFailed: exit status 1, nothing saved; `tests/train/test_lm.py`
+checks that train_lm stops there), and the process's start time."""
 
 import jax
 import jax.numpy as jnp
