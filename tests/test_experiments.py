@@ -13,6 +13,7 @@ from ch5_unstable_gradients import hidden_speeds, spec  # noqa: E402
 from ch6_beyond import expand, majority_vote  # noqa: E402
 from hand_vs_autodiff import global_rel_diff  # noqa: E402
 from optimizers import epochs_to  # noqa: E402
+from step_floor import dot_flops, jaxpr_dots, products_program  # noqa: E402
 
 from _common import build, spread, train_all  # noqa: E402
 
@@ -81,3 +82,40 @@ def test_a_run_cut_short_continues_from_its_checkpoint_to_the_uninterrupted_end(
                         on_epoch=lambda r, history: seen.append(len(history)))[0]
     assert seen == [2, 3] and resumed["resumed"]
     assert resumed["accuracy"] == straight["accuracy"] and resumed["cost"] == straight["cost"]
+
+
+def test_the_products_counted_are_every_product_the_program_runs():
+    """jaxpr_dots finds products inside a jitted inner function and counts a scan's body once per iteration:
+    x @ w once, the inner einsum once, the scan's product 3 times. FLOPs: 2 x 4 x 5 x 6 = 240 for x @ w,
+    2 x 2 x 5 x 5 x 5 = 500 for the batched einsum, 3 x 2 x 4 x 6 x 6 = 864 for the scan."""
+    def program(x, w, a):
+        inner = jax.jit(lambda a: jnp.einsum("bij,bjk->bik", a, a))
+        y = jax.lax.scan(lambda c, _: (c @ jnp.ones((6, 6)), None), x @ w, None, length=3)[0]
+        return y, inner(a)
+
+    dots = jaxpr_dots(jax.make_jaxpr(program)(jnp.ones((4, 5)), jnp.ones((5, 6)), jnp.ones((2, 5, 5))).jaxpr)
+    assert sorted((tuple(lhs.shape), tuple(rhs.shape)) for lhs, rhs, _ in dots) == [
+        ((2, 5, 5), (2, 5, 5)), ((4, 5), (5, 6)), ((4, 6), (6, 6)), ((4, 6), (6, 6)), ((4, 6), (6, 6))]
+    assert dot_flops(dots) == 240 + 500 + 864
+
+
+def test_the_gpt_steps_products_are_three_forwards_and_the_replay_computes_them():
+    """The hand-written step of a small GPT runs three times its forward's products (each product's
+    backward is two of the same size), and the forward's are nanoGPT's count written out: per block
+    c_attn, c_proj, c_fc, mlp c_proj and attention's two T x T products, then the tied head. The replay
+    returns each product of its operands (float32: 1e-5)."""
+    from fnbackprop.train.lm import model_of, PRESETS
+    from dataclasses import replace
+
+    config = replace(PRESETS["shakespeare-char-cpu"], n_layer=2, n_head=2, n_embd=16, block_size=8, batch_size=3)
+    model, (m, T, C, L, V) = model_of(config, 11), (3, 8, 16, 2, 11)
+    params = model.init(jax.random.PRNGKey(0))
+    x = jnp.zeros((m, T), jnp.int32)
+    forward = jaxpr_dots(jax.make_jaxpr(model.loss)(params, x, x).jaxpr)
+    step = jaxpr_dots(jax.make_jaxpr(model.value_and_grad)(params, x, x).jaxpr)
+    per_block = 2 * m * T * (C * 3 * C + C * C + C * 4 * C + 4 * C * C) + 2 * (2 * m * T * T * C)
+    assert dot_flops(forward) == L * per_block + 2 * m * T * C * V
+    assert dot_flops(step) == 3 * dot_flops(forward) and len(step) == 3 * len(forward)
+    replay, operands = products_program(forward, repeats=2)
+    for (a, b), (_, _, params_), product in zip(operands, forward, replay(operands)):
+        np.testing.assert_allclose(product, jax.lax.dot_general(a, b, **params_), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,203 @@
+"""How fast could a whole CPU-preset run be? The training step's matrix products alone, timed.
+
+    python experiments/step_floor.py [--calls 60] [--race experiments/results/race_nanogpt.json]
+
+Every `dot_general` of the hand-written training step (the GPT's `value_and_grad` at the CPU preset) and of
+its forward (`loss`, what each evaluation batch runs) is read from the traced program (`jaxpr_dots`), with its
+operand shapes and dimension numbers, and replayed alone: one compiled program computing exactly those
+products from random operands, nothing else (no layer norm, GELU, softmax, cross-entropy, residual adds,
+transposes between them, AdamW, data drawing). XLA compiles the products as it compiles them in the step.
+The replay is a lower bound on the step's time as XLA runs it on this machine: the real step computes the
+same products and more, in an order that the dependencies fix, where the replay's products are independent.
+
+A whole run of the preset runs 2,000 steps and 560 forward batches (9 evaluations of 2 x 20 batches and the
+final 200), so its floor is 2,000 x (products of a step) + 560 x (products of a forward), with no start-up,
+no evaluation bookkeeping, no plot. Against nanoGPT's whole-run times from the race (results/race_nanogpt.json),
+nanoGPT's time / floor is the most any trainer built from these products could be faster. Writes
+results/step_floor.json and, with the race's results, results/step_floor.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core
+
+from fnbackprop.bench.gpt import batches, jax_steps
+from fnbackprop.train.lm import PRESETS, model_of
+
+RESULTS = Path(__file__).resolve().parent / "results"
+VOCAB = 65  # Tiny Shakespeare's characters
+STEPS, FORWARD_BATCHES = 2000, 9 * 2 * 20 + 200  # the preset's iterations; its evaluations' and final estimate's batches
+
+
+def sub_jaxprs(value: Any) -> list:
+    """The jaxprs held by one equation parameter (a closed or open jaxpr, or a tuple of them: cond's branches)."""
+    if isinstance(value, core.ClosedJaxpr):
+        return [value.jaxpr]
+    if isinstance(value, core.Jaxpr):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [j for v in value for j in sub_jaxprs(v)]
+    return []
+
+
+def jaxpr_dots(jaxpr: core.Jaxpr, times: int = 1) -> list[tuple]:
+    """Every dot_general a program runs, as (lhs aval, rhs aval, params), inner programs included; a scan's
+    body counts `length` times. A while loop's trip count is not known from its program: refused."""
+    dots = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            dots += [(eqn.invars[0].aval, eqn.invars[1].aval, dict(eqn.params))] * times
+        if eqn.primitive.name == "while":
+            raise ValueError("a while loop's products cannot be counted from its program")
+        repeat = times * (eqn.params["length"] if eqn.primitive.name == "scan" else 1)
+        for value in eqn.params.values():
+            for inner in sub_jaxprs(value):
+                dots += jaxpr_dots(inner, repeat)
+    return dots
+
+
+def dot_flops(dots: list[tuple]) -> float:
+    """2 x (the left operand's elements) x (the right operand's free elements), summed: 2 x output x contracted."""
+    total = 0.0
+    for lhs, rhs, params in dots:
+        (_, rhs_contract), (_, rhs_batch) = params["dimension_numbers"]
+        rhs_free = [d for i, d in enumerate(rhs.shape) if i not in rhs_contract and i not in rhs_batch]
+        total += 2.0 * np.prod(lhs.shape) * np.prod(rhs_free)
+    return total
+
+
+def products_program(dots: list[tuple], repeats: int) -> tuple[Callable, list]:
+    """(replay, operands): replay(operands) computes each product from its own random operands, `repeats` times
+    in one compiled loop (as the trainer runs its steps). The operands go through an optimization barrier in
+    each iteration, so XLA cannot hoist the products out of the loop as invariant; each iteration's results
+    overwrite the last's in the loop's state, so none is dead."""
+    keys = iter(jax.random.split(jax.random.PRNGKey(0), 2 * len(dots)))
+    operands = [(jax.random.normal(next(keys), lhs.shape, lhs.dtype), jax.random.normal(next(keys), rhs.shape, rhs.dtype))
+                for lhs, rhs, _ in dots]
+
+    def products(operands):
+        return [jax.lax.dot_general(a, b, **params) for (a, b), (_, _, params) in zip(operands, dots)]
+
+    @jax.jit
+    def replay(operands):
+        def body(_, carry):
+            kept = jax.lax.optimization_barrier(carry[0])
+            return kept, products(kept)
+        zeros = [jnp.zeros(r.shape, r.dtype) for r in jax.eval_shape(products, operands)]
+        return jax.lax.fori_loop(0, repeats, body, (operands, zeros))[1]
+
+    return replay, operands
+
+
+def timed_calls(call: Callable[[], Any], calls: int) -> list[float]:
+    """Seconds per call, `calls` calls, each awaited."""
+    jax.block_until_ready(call())
+    seconds = []
+    for _ in range(calls):
+        began = time.perf_counter()
+        jax.block_until_ready(call())
+        seconds.append(time.perf_counter() - began)
+    return seconds
+
+
+def plot(result: dict, path: Path) -> None:
+    """Whole-run seconds as bars: nanoGPT's and ours from the race (medians), and the products-only floor
+    (2,000 steps' and 560 forwards' products, nothing else), with nanoGPT's median divided by 1.5 marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nanogpt, ours = result["nanogpt_wall_seconds"], result["ours_wall_seconds"]
+    bars = {"nanoGPT train.py (race median)": statistics.median(nanogpt), "fnbackprop train (race median)": statistics.median(ours),
+            "matrix products alone (floor)": result["whole_run_floor_seconds"]}
+    fig, ax = plt.subplots(figsize=(8, 2.8))
+    ax.barh(list(bars), list(bars.values()), color=["#888888", "#1f77b4", "#aec7e8"])
+    target = statistics.median(nanogpt) / 1.5
+    ax.axvline(target, color="#d62728", linestyle="--", linewidth=1, label=f"1.5x faster than nanoGPT's median: {target:.0f} s")
+    ax.legend(loc="lower right", fontsize=8)
+    for i, value in enumerate(bars.values()):
+        ax.text(value, i, f" {value:.1f} s", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds, prompt to exit")
+    ax.set_xlim(0, max(bars.values()) * 1.12)
+    ax.set_title("The CPU preset, whole runs on 2 cores", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--repeats", type=int, default=25, help="steps (batches) per compiled loop (default: 25)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of 2 timed calls each (default: 5)")
+    p.add_argument("--race", default=str(RESULTS / "race_nanogpt.json"), help="the race's results, for nanoGPT's times")
+    p.add_argument("--out", default=str(RESULTS / "step_floor.json"))
+    args = p.parse_args()
+
+    config = PRESETS["shakespeare-char-cpu"]
+    model = model_of(config, VOCAB)
+    params = model.init(jax.random.PRNGKey(0))
+    xs, ys = (jnp.asarray(a) for a in batches(config, args.repeats))
+    steps, optimizer = jax_steps(config, "hand")  # the benchmark's scanned AdamW steps, as the trainer runs them
+    opt_state = optimizer.init(params)
+
+    @jax.jit
+    def forwards(params, xs, ys):  # one evaluation batch after another, as the estimates run them
+        return jax.lax.scan(lambda total, xy: (total + model.loss(params, *xy), None), 0.0, (xs, ys))[0]
+
+    step_dots = jaxpr_dots(jax.make_jaxpr(model.value_and_grad)(params, xs[0], ys[0]).jaxpr)
+    forward_dots = jaxpr_dots(jax.make_jaxpr(model.loss)(params, xs[0], ys[0]).jaxpr)
+    replay_step, step_operands = products_program(step_dots, args.repeats)
+    replay_forward, forward_operands = products_program(forward_dots, args.repeats)
+
+    contenders = {"step": lambda: steps(params, opt_state, xs, ys), "step products": lambda: replay_step(step_operands),
+                  "forward": lambda: forwards(params, xs, ys), "forward products": lambda: replay_forward(forward_operands)}
+    seconds: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(args.rounds):  # interleaved rounds
+        for name, call in contenders.items():
+            seconds[name] += [s / args.repeats for s in timed_calls(call, 2)]
+    ms = {name: 1e3 * statistics.median(s) for name, s in seconds.items()}
+    ms_best = {name: 1e3 * min(s) for name, s in seconds.items()}
+    floor = (STEPS * ms_best["step products"] + FORWARD_BATCHES * ms_best["forward products"]) / 1e3
+    result = {"config": "shakespeare-char-cpu", "step_products": len(step_dots), "forward_products": len(forward_dots),
+              "step_gflop": dot_flops(step_dots) / 1e9, "forward_gflop": dot_flops(forward_dots) / 1e9,
+              "ms_median": ms, "ms_best": ms_best,
+              "products_share_of_step": ms_best["step products"] / ms_best["step"],
+              "step_products_gflops": dot_flops(step_dots) / ms_best["step products"] / 1e6,
+              "whole_run_floor_seconds": floor,
+              "whole_run_floor_formula": f"{STEPS} x best(step products) + {FORWARD_BATCHES} x best(forward products)"}
+    race = Path(args.race)
+    if race.exists():
+        pairs = json.loads(race.read_text())["pairs"]
+        walls = [pair["nanogpt"]["wall_seconds"] for pair in pairs]
+        result["nanogpt_wall_seconds"] = walls
+        result["ours_wall_seconds"] = [pair["ours"]["wall_seconds"] for pair in pairs]
+        result["most_speedup_over_nanogpt"] = {"fastest nanoGPT run": min(walls) / floor,
+                                               "median nanoGPT run": statistics.median(walls) / floor}
+        plot(result, Path(args.out).with_suffix(".png"))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"{len(step_dots)} products per step ({result['step_gflop']:.2f} GFLOP), {len(forward_dots)} per forward "
+          f"({result['forward_gflop']:.2f} GFLOP)")
+    for name in contenders:
+        print(f"  {name:17s} {ms[name]:6.2f} ms median, {ms_best[name]:6.2f} best")
+    print(f"products alone: {result['products_share_of_step']:.0%} of the step, {result['step_products_gflops']:.0f} GFLOP/s")
+    print(f"whole-run floor: {floor:.1f} s ({result['whole_run_floor_formula']})")
+    if "most_speedup_over_nanogpt" in result:
+        for what, ratio in result["most_speedup_over_nanogpt"].items():
+            print(f"  at most {ratio:.2f}x faster than the {what}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
