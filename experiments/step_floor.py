@@ -1,20 +1,22 @@
 """How fast could a whole CPU-preset run be? The training step's matrix products alone, timed.
 
-    python experiments/step_floor.py [--calls 60] [--race experiments/results/race_nanogpt.json]
+    python experiments/step_floor.py [--repeats 25] [--rounds 5] [--race experiments/results/race_nanogpt.json]
 
 Every `dot_general` of the hand-written training step (the GPT's `value_and_grad` at the CPU preset) and of
 its forward (`loss`, what each evaluation batch runs) is read from the traced program (`jaxpr_dots`), with its
-operand shapes and dimension numbers, and replayed alone: one compiled program computing exactly those
-products from random operands, nothing else (no layer norm, GELU, softmax, cross-entropy, residual adds,
-transposes between them, AdamW, data drawing). XLA compiles the products as it compiles them in the step.
-The replay is a lower bound on the step's time as XLA runs it on this machine: the real step computes the
-same products and more, in an order that the dependencies fix, where the replay's products are independent.
+operand shapes and dimension numbers, and replayed alone: one compiled loop computing exactly those products
+from random operands, nothing else (no layer norm, GELU, softmax, cross-entropy, residual adds, transposes
+between them, AdamW, data drawing). XLA compiles the replay as it likes: its products are independent and its
+operands in the layouts it prefers, where the step's follow from one another (XLA sends the step's weight
+gradients and attention's transposed products to other kernels). So the replay is a floor under the step's
+time on this machine, not a twin of it. The matmul limit (2048-square products) is measured in the same run.
 
-A whole run of the preset runs 2,000 steps and 560 forward batches (9 evaluations of 2 x 20 batches and the
-final 200), so its floor is 2,000 x (products of a step) + 560 x (products of a forward), with no start-up,
-no evaluation bookkeeping, no plot. Against nanoGPT's whole-run times from the race (results/race_nanogpt.json),
-nanoGPT's time / floor is the most any trainer built from these products could be faster. Writes
-results/step_floor.json and, with the race's results, results/step_floor.png.
+A whole run of the preset runs max_iters steps and, for its evaluations (at iteration 0 and at each of
+`lm.evaluation_stops`, eval_iters batches of each split) and the final estimate, forward batches; its floor
+is the steps' products plus the forward batches' products, with no start-up, no evaluation bookkeeping, no
+plot. Against nanoGPT's whole-run times from the race (results/race_nanogpt.json), nanoGPT's time / floor is
+the most any trainer built from these products could be faster. Writes results/step_floor.json and, with the
+race's results, results/step_floor.png.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,12 +32,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core
 
-from fnbackprop.bench.gpt import batches, jax_steps
-from fnbackprop.train.lm import PRESETS, model_of
+from fnbackprop.bench.gpt import VOCAB, batches, jax_steps
+from fnbackprop.bench.timing import interleaved, matmul_gflops
+from fnbackprop.train.lm import FINAL_EVAL_BATCHES, PRESETS, LMConfig, evaluation_stops, model_of
 
-RESULTS = Path(__file__).resolve().parent / "results"
-VOCAB = 65  # Tiny Shakespeare's characters
-STEPS, FORWARD_BATCHES = 2000, 9 * 2 * 20 + 200  # the preset's iterations; its evaluations' and final estimate's batches
+from _common import RESULTS
+
+
+def run_length(config: LMConfig) -> tuple[int, int]:
+    """(training steps, forward batches) of a whole run: max_iters steps; eval_iters batches of each split at
+    iteration 0 and at every evaluation stop, then the final estimate's batches."""
+    evaluations = 1 + len(evaluation_stops(config))
+    return config.max_iters, evaluations * 2 * config.eval_iters + FINAL_EVAL_BATCHES
 
 
 def sub_jaxprs(value: Any) -> list:
@@ -99,23 +106,10 @@ def products_program(dots: list[tuple], repeats: int) -> tuple[Callable, list]:
     return replay, operands
 
 
-def timed_calls(call: Callable[[], Any], calls: int) -> list[float]:
-    """Seconds per call, `calls` calls, each awaited."""
-    jax.block_until_ready(call())
-    seconds = []
-    for _ in range(calls):
-        began = time.perf_counter()
-        jax.block_until_ready(call())
-        seconds.append(time.perf_counter() - began)
-    return seconds
-
-
 def plot(result: dict, path: Path) -> None:
     """Whole-run seconds as bars: nanoGPT's and ours from the race (medians), and the products-only floor
-    (2,000 steps' and 560 forwards' products, nothing else), with nanoGPT's median divided by 1.5 marked."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    (the run's steps' and forward batches' products, nothing else), with nanoGPT's median divided by 1.5 marked."""
+    import matplotlib.pyplot as plt  # headless: _common chose the Agg backend
 
     nanogpt, ours = result["nanogpt_wall_seconds"], result["ours_wall_seconds"]
     bars = {"nanoGPT train.py (race median)": statistics.median(nanogpt), "fnbackprop train (race median)": statistics.median(ours),
@@ -139,7 +133,7 @@ def plot(result: dict, path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=25, help="steps (batches) per compiled loop (default: 25)")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of 2 timed calls each (default: 5)")
+    p.add_argument("--rounds", type=int, default=5, help="twice this many interleaved rounds, one call of each program a round (default: 5)")
     p.add_argument("--race", default=str(RESULTS / "race_nanogpt.json"), help="the race's results, for nanoGPT's times")
     p.add_argument("--out", default=str(RESULTS / "step_floor.json"))
     args = p.parse_args()
@@ -162,20 +156,23 @@ def main() -> None:
 
     contenders = {"step": lambda: steps(params, opt_state, xs, ys), "step products": lambda: replay_step(step_operands),
                   "forward": lambda: forwards(params, xs, ys), "forward products": lambda: replay_forward(forward_operands)}
-    seconds: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(args.rounds):  # interleaved rounds
-        for name, call in contenders.items():
-            seconds[name] += [s / args.repeats for s in timed_calls(call, 2)]
-    ms = {name: 1e3 * statistics.median(s) for name, s in seconds.items()}
-    ms_best = {name: 1e3 * min(s) for name, s in seconds.items()}
-    floor = (STEPS * ms_best["step products"] + FORWARD_BATCHES * ms_best["forward products"]) / 1e3
+    for call in contenders.values():  # compiled before the clock
+        jax.block_until_ready(call())
+    seconds = interleaved(contenders, 2 * args.rounds)
+    ms = {name: 1e3 * statistics.median(s) / args.repeats for name, s in seconds.items()}
+    ms_best = {name: 1e3 * min(s) / args.repeats for name, s in seconds.items()}
+    limit = matmul_gflops(2048, 2 * args.rounds)
+    n_steps, n_forwards = run_length(config)
+    floor = (n_steps * ms_best["step products"] + n_forwards * ms_best["forward products"]) / 1e3
     result = {"config": "shakespeare-char-cpu", "step_products": len(step_dots), "forward_products": len(forward_dots),
               "step_gflop": dot_flops(step_dots) / 1e9, "forward_gflop": dot_flops(forward_dots) / 1e9,
               "ms_median": ms, "ms_best": ms_best,
               "products_share_of_step": ms_best["step products"] / ms_best["step"],
               "step_products_gflops": dot_flops(step_dots) / ms_best["step products"] / 1e6,
+              "matmul_limit_gflops": limit,
               "whole_run_floor_seconds": floor,
-              "whole_run_floor_formula": f"{STEPS} x best(step products) + {FORWARD_BATCHES} x best(forward products)"}
+              "whole_run_floor_formula": f"{n_steps} x best(step products) + {n_forwards} x best(forward products)"}
+    result["step_products_fraction_of_limit"] = result["step_products_gflops"] / limit
     race = Path(args.race)
     if race.exists():
         pairs = json.loads(race.read_text())["pairs"]
@@ -184,14 +181,17 @@ def main() -> None:
         result["ours_wall_seconds"] = [pair["ours"]["wall_seconds"] for pair in pairs]
         result["most_speedup_over_nanogpt"] = {"fastest nanoGPT run": min(walls) / floor,
                                                "median nanoGPT run": statistics.median(walls) / floor}
-        plot(result, Path(args.out).with_suffix(".png"))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    if "nanogpt_wall_seconds" in result:
+        plot(result, out.with_suffix(".png"))
     print(f"{len(step_dots)} products per step ({result['step_gflop']:.2f} GFLOP), {len(forward_dots)} per forward "
           f"({result['forward_gflop']:.2f} GFLOP)")
     for name in contenders:
         print(f"  {name:17s} {ms[name]:6.2f} ms median, {ms_best[name]:6.2f} best")
-    print(f"products alone: {result['products_share_of_step']:.0%} of the step, {result['step_products_gflops']:.0f} GFLOP/s")
+    print(f"products alone: {result['products_share_of_step']:.0%} of the step, {result['step_products_gflops']:.0f} GFLOP/s, "
+          f"{result['step_products_fraction_of_limit']:.0%} of the matmul limit ({limit:.0f} GFLOP/s, 2048-square, this run)")
     print(f"whole-run floor: {floor:.1f} s ({result['whole_run_floor_formula']})")
     if "most_speedup_over_nanogpt" in result:
         for what, ratio in result["most_speedup_over_nanogpt"].items():

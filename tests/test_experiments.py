@@ -13,7 +13,7 @@ from ch5_unstable_gradients import hidden_speeds, spec  # noqa: E402
 from ch6_beyond import expand, majority_vote  # noqa: E402
 from hand_vs_autodiff import global_rel_diff  # noqa: E402
 from optimizers import epochs_to  # noqa: E402
-from step_floor import dot_flops, jaxpr_dots, products_program  # noqa: E402
+from step_floor import dot_flops, jaxpr_dots, products_program, run_length  # noqa: E402
 
 from _common import build, spread, train_all  # noqa: E402
 
@@ -119,3 +119,16 @@ def test_the_gpt_steps_products_are_three_forwards_and_the_replay_computes_them(
     replay, operands = products_program(forward, repeats=2)
     for (a, b), (_, _, params_), product in zip(operands, forward, replay(operands)):
         np.testing.assert_allclose(product, jax.lax.dot_general(a, b, **params_), rtol=1e-5, atol=1e-5)
+
+
+def test_a_whole_preset_run_is_two_thousand_steps_and_five_hundred_and_sixty_forward_batches():
+    """nanoGPT's CPU preset evaluates at iterations 0, 250, ..., 2000 (9 times, 20 batches of each split) and the
+    trainer then scores 200 validation batches: 9 x 40 + 200 = 560. Resumed at 250, a run of 600 iterations by 250
+    evaluates at 500 and 600."""
+    from dataclasses import replace
+
+    from fnbackprop.train.lm import PRESETS, evaluation_stops
+
+    preset = PRESETS["shakespeare-char-cpu"]
+    assert run_length(preset) == (2000, 560)
+    assert evaluation_stops(replace(preset, max_iters=600), start=250) == [500, 600]

@@ -54,6 +54,7 @@ def test_each_planted_collective_mistake_fails_and_is_named(results, name):
                 "all-gather's adjoint taken as a split": "adjoint swapped"}[name]
     [(full_name, mutant)] = [(n, m) for n, m in results["mistakes"]["mutants"].items() if n.startswith(name)]
     assert not mutant["passed"], full_name
+    assert mutant["expected"] == expected, (full_name, mutant["expected"])  # the catalogue says what the check must say
     assert mutant["diagnosis"].startswith(expected + ":"), (full_name, mutant["diagnosis"])
     assert mutant["notes"] and mutant["notes"][0].startswith(f"named mistake: {expected} ("), mutant["notes"]
 

@@ -47,7 +47,6 @@ from .numerics import TOL_FLOAT32, TOL_FLOAT64, leaf_rel_err
 from .verdicts import Report, TensorRow, best_fit_ratio
 
 PATTERNS = ("ok", "counted tp times", "not all-reduced", "not synchronised", "wrong")
-NAMES = ("counted tp times", "not all-reduced", "not synchronised", "adjoint swapped")
 
 
 class ShardedReport(Report):

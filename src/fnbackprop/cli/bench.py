@@ -18,7 +18,7 @@ MODE_OPTIONS = {"conv_only": ("rounds",), "gpt_only": ("rounds", "data_path"), "
 
 def refusal(args: argparse.Namespace) -> str | None:
     """Why this benchmark command line cannot run as written (one line), or None."""
-    modes = [m for m in ("conv_only", "gpt_only", "rnn_only", "memory", "tp") if m in args.given]
+    modes = [m for m in MODE_OPTIONS if m != "all" and m in args.given]
     if len(modes) > 1:
         return " and ".join("--" + m.replace("_", "-") for m in modes) + " each pick one part of the benchmark: give one"
     mode = modes[0] if modes else "all"
@@ -300,8 +300,7 @@ def _bench_tp(args: argparse.Namespace, out: Path) -> int:
 def _write_bench(args: argparse.Namespace, out: Path, results: dict) -> int:
     from ..bench.timing import write_json
 
-    suffix = ("-quick" if args.quick else "") + ("-conv" if args.conv_only else "") + ("-gpt" if args.gpt_only else "") + \
-        ("-rnn" if args.rnn_only else "") + ("-memory" if args.memory else "") + ("-tp" if getattr(args, "tp", False) else "")
+    suffix = ("-quick" if args.quick else "") + "".join("-" + m.removesuffix("_only") for m in MODE_OPTIONS if m != "all" and getattr(args, m))
     write_json(results, out / f"bench{suffix}.json")
     console.print(f"results: {out / f'bench{suffix}.json'}")
     return 0

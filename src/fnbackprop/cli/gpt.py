@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
@@ -178,7 +179,7 @@ def run_train_gpt(args: argparse.Namespace) -> int:
                   + (f", split over a data {args.mesh[0]} x model {args.mesh[1]} mesh" if mesh is not None else "")
                   + (" with sequence parallelism" if args.sequence_parallel else "") + f"; writing to {out}", highlight=False)
     x, y = get_batch(jax.random.PRNGKey(1), jax.numpy.asarray(data.train), config.batch_size, config.block_size)
-    checked = lambda: gradient_check_or_stop(model, params, x, y)  # noqa: E731  (run while the first chunk runs)
+    checked = functools.partial(gradient_check_or_stop, model, params, x, y)  # run while the first chunk runs
     result = train_with_progress(lambda show: train_lm(config, data, out, resume=args.resume, on_eval=show,
                                                        check_meanwhile=checked, mesh=mesh,
                                                        sequence_parallel=args.sequence_parallel), config.max_iters,

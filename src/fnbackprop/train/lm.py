@@ -238,6 +238,12 @@ def make_estimate(model: GPT, config: LMConfig, most_batches: int, split: Any = 
 
 
 # ----- training ----------------------------------------------------------------------------------------
+def evaluation_stops(config: LMConfig, start: int = 0) -> list[int]:
+    """The iterations after `start` at which `train_lm` evaluates and saves: every eval_interval, and max_iters
+    (it also evaluates once at iteration 0, before the first)."""
+    return sorted(s for s in {*range(config.eval_interval, config.max_iters, config.eval_interval), config.max_iters} if s > start)
+
+
 @dataclass
 class LMResult:
     params: Any
@@ -301,8 +307,7 @@ def train_lm(config: LMConfig, data: CharData, out_dir: str | os.PathLike | None
     def loss_of(params: Any, name: str, key: Array, n_batches: int) -> float:
         return float(estimate(params, padded[name], len(getattr(data, name)), key, n_batches))
 
-    stops = sorted({*range(config.eval_interval, config.max_iters, config.eval_interval), config.max_iters})
-    stops = [s for s in stops if s > start]
+    stops = evaluation_stops(config, start)
 
     def evaluate(params, it: int, seconds: float, losses: Array | None) -> dict:
         k = jax.random.fold_in(k_eval, it)
