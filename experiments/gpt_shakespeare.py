@@ -23,10 +23,14 @@ from _common import machine, result_stem, spread
 from fnbackprop.train import lm
 
 NANOGPT = {"readme_val_loss": 1.88, "measured_here_val_loss": 1.8857, "measured_here_seconds": 210}
-#: each JAX source's settings on top of the preset; "savers" is the hand-written backward with every memory saver
-JAX_SOURCES = {"hand": {"grad_source": "hand"}, "autodiff": {"grad_source": "autodiff"},
+#: each JAX source's settings on top of the preset; "savers" is the hand-written backward with every memory saver,
+#: "hand-bf16" with the linear maps' products in bfloat16 (what the preset's "auto" runs on a CPU with bfloat16
+#: instructions); the others multiply in float32 wherever they run
+F32 = {"matmul_dtype": "float32"}
+JAX_SOURCES = {"hand": {"grad_source": "hand", **F32}, "autodiff": {"grad_source": "autodiff", **F32},
                "savers": {"grad_source": "hand", "attention_block": 32, "head_chunk": 256, "recompute_gelu": True,
-                          "recompute_norm": True}}
+                          "recompute_norm": True, **F32},
+               "hand-bf16": {"grad_source": "hand", "matmul_dtype": "bfloat16"}}
 
 
 #: the PyTorch twins: GELU's tanh form (ours, GPT-2's) or nanoGPT's exact erf form
@@ -85,7 +89,8 @@ def torch_run(config: lm.LMConfig, data: lm.CharData, seed: int, final_batches: 
 
 
 STYLES = {"hand": ("C0", "-", "hand-written backward"), "autodiff": ("C1", "--", "jax.grad"),
-          "savers": ("C3", "-.", "hand-written, memory savers"), "pytorch twin": ("C2", ":", "PyTorch twin"),
+          "savers": ("C3", "-.", "hand-written, memory savers"), "hand-bf16": ("C5", "-", "hand-written, bfloat16 products"),
+          "pytorch twin": ("C2", ":", "PyTorch twin"),
           "pytorch twin, erf GELU": ("C4", ":", "PyTorch twin, erf GELU")}
 
 
@@ -145,8 +150,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="smoke test: 100 iterations, one seed")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--sources", default="hand,autodiff",
-                   help="comma-separated: hand, autodiff, savers (hand with blockwise attention, the chunked head and both "
-                        "recomputations), torch (the PyTorch twin trained as nanoGPT's train.py does; needs torch), "
+                   help="comma-separated: hand, autodiff, hand-bf16 (hand with bfloat16 products), savers (hand with blockwise "
+                        "attention, the chunked head and both recomputations), torch (the PyTorch twin trained as nanoGPT's train.py does; needs torch), "
                         "torch-erf (the same twin with nanoGPT's exact erf GELU)")
     p.add_argument("--spread", type=int, default=0, metavar="N",
                    help="after seed 0's hand run, estimate its validation loss N times on eval_iters (20) batches, "

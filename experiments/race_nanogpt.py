@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import jax
@@ -103,7 +104,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="race-"))
     cache = work / "compile-cache"
     config = lm.PRESETS["shakespeare-char-cpu"]
-    model = lm.model_of(config, data.vocab_size)
+    model = lm.model_of(replace(config, matmul_dtype="float32"), data.vocab_size)  # both scored by one float32 forward
     pairs = []
     for i in range(args.pairs):
         record: dict = {}
@@ -116,6 +117,7 @@ def main() -> int:
                 results = json.loads((work / f"ours-{i}" / "results.json").read_text())
                 _, params, _, _ = lm.load_run(work / f"ours-{i}")
                 record["ours"] = {"wall_seconds": wall, "loop_seconds": results["train_seconds"],
+                                  "matmul_dtype": results["config"]["matmul_dtype"],
                                   "startup_seconds": results.get("startup_seconds"), "val_loss_200_batches": results["final_val_loss"],
                                   "val_loss_every_window": score(model, params, data.val, config.block_size)}
             else:

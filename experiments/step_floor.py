@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -138,7 +139,7 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS / "step_floor.json"))
     args = p.parse_args()
 
-    config = PRESETS["shakespeare-char-cpu"]
+    config = replace(PRESETS["shakespeare-char-cpu"], matmul_dtype="float32")  # the float32 step and its float32 limit
     model = model_of(config, VOCAB)
     params = model.init(jax.random.PRNGKey(0))
     xs, ys = (jnp.asarray(a) for a in batches(config, args.repeats))

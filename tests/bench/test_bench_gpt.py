@@ -13,7 +13,7 @@ def test_the_flop_estimate_agrees_with_xlas_own_count_of_the_step():
     """XLA's cost analysis counts every operation of the compiled hand-written step; nanoGPT's estimate counts
     the matrix products only, so XLA's count lies a little above it: measured 1.016 at the CPU preset. Dropping
     the attention term (8% of the estimate here) or taking 4 N for 6 N would move the ratio out of [1, 1.05]."""
-    config = LMConfig()  # the CPU preset
+    config = LMConfig(matmul_dtype="float32")  # the CPU preset, its products in float32 wherever the test runs
     model = model_of(config, 65)
     params = model.init(jax.random.PRNGKey(0))
     idx = jax.numpy.zeros((config.batch_size, config.block_size), jax.numpy.int32)
@@ -26,7 +26,7 @@ def test_the_flop_estimate_agrees_with_xlas_own_count_of_the_step():
 @pytest.mark.skipif(torch_module() is None, reason="PyTorch not installed (optional extra: pip install '.[torch]')")
 def test_the_pytorch_twin_computes_our_models_loss_and_gradients():
     torch = torch_module()
-    config = LMConfig(n_layer=2, n_head=2, n_embd=8, block_size=6, bias=True)
+    config = LMConfig(n_layer=2, n_head=2, n_embd=8, block_size=6, bias=True, matmul_dtype="float32")
     ours = model_of(config, 11)
     params = ours.init(jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)

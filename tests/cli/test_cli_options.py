@@ -44,6 +44,7 @@ def refused(argv, capfd) -> str:
     (["--no-bias"], "--bias"),
     (["--max-iters", "5"], "--max-iters"),
     (["--mesh", "data=2,model=4"], "--mesh"),
+    (["--matmul-dtype", "bfloat16"], "--matmul-dtype"),
     (["--model", "lstm", "--sequence-parallel"], "--sequence-parallel"),
 ])
 def test_an_option_of_the_other_model_is_refused(tmp_path, capfd, argv, named):
@@ -58,6 +59,7 @@ def test_an_option_of_the_other_model_is_refused(tmp_path, capfd, argv, named):
     (["--sequence-parallel"], "--sequence-parallel needs --mesh"),
     (["--mesh", "data=2,modle=4"], "--mesh takes data=D,model=M"),
     (["--mesh", "data=0"], "--mesh takes data=D,model=M"),
+    (["--matmul-dtype", "float16"], "matmul_dtype must be one of auto, float32, bfloat16, got 'float16'"),
 ])
 def test_a_mesh_that_cannot_be_used_is_refused(tmp_path, capfd, argv, said):
     text = tmp_path / "text.txt"

@@ -52,7 +52,7 @@ chars = "abcdefghij\n"
 tokens = (np.arange(6000) * 7 % 11).astype(np.int32)
 text = CharData(tokens[:5400], tokens[5400:], chars)
 lm_config = LMConfig(n_layer=1, n_head=2, n_embd=8, block_size=8, batch_size=4, max_iters=20, lr_decay_iters=20,
-                     eval_interval=10, eval_iters=2, warmup_iters=2)
+                     eval_interval=10, eval_iters=2, warmup_iters=2, matmul_dtype="float32")
 with tempfile.TemporaryDirectory() as folder:
     split_run = train_lm(lm_config, text, folder, final_batches=2, mesh=make_mesh(data=1, model=2), sequence_parallel=True)
 one_run = train_lm(lm_config, text, final_batches=2)

@@ -21,10 +21,14 @@ from fnbackprop.check.numerics import rel_err  # noqa: E402
 from fnbackprop.parallel import make_mesh  # noqa: E402
 
 
-def case(data, model_axis, sequence_parallel, bias, dropout, seed=0, vocab=13, n_head=4, n_embd=16, n_layer=2, T=8, m=8):
+def case(data, model_axis, sequence_parallel, bias, dropout, seed=0, vocab=13, n_head=4, n_embd=16, n_layer=2, T=8, m=8,
+         matmul_dtype=None):
     """Loss and gathered-gradient errors of the split (by hand and by jax.grad through the sharded forward)
-    against one device's jax.grad of model.loss, at parameters moved off GPT-2's init (biases and gains not 0, 1)."""
-    model = fb.gpt(vocab_size=vocab, block_size=T, n_layer=n_layer, n_head=n_head, n_embd=n_embd, bias=bias, dropout=dropout)
+    against one device's jax.grad of model.loss, at parameters moved off GPT-2's init (biases and gains not 0, 1).
+    With a matmul_dtype, the split's hand-written gradients against one device's hand-written ones (both round the
+    same operands; autodiff rounds others), and "rounding": how far those are from float64's jax.grad."""
+    model = fb.gpt(vocab_size=vocab, block_size=T, n_layer=n_layer, n_head=n_head, n_embd=n_embd, bias=bias, dropout=dropout,
+                   matmul_dtype=matmul_dtype)
     k = jax.random.split(jax.random.PRNGKey(seed), 5)
     params = model.init(k[0], jnp.float64)
     params = jax.tree_util.tree_map(lambda a: a + 0.1 * jax.random.normal(k[1], a.shape, a.dtype), params)
@@ -32,13 +36,16 @@ def case(data, model_axis, sequence_parallel, bias, dropout, seed=0, vocab=13, n
     targets = jax.random.randint(k[3], (m, T), 0, vocab)
     key = k[4] if dropout else None
     ref_loss, ref_grads = jax.value_and_grad(model.loss)(params, idx, targets, key)
+    hand_loss, hand_grads = (ref_loss, ref_grads) if matmul_dtype is None else model.value_and_grad(params, idx, targets, key)
     tp = fb.tensor_parallel(model, make_mesh(data=data, model=model_axis), sequence_parallel=sequence_parallel)
     sharded = tp.shard(params)
     loss, grads = tp.value_and_grad(sharded, idx, targets, key)
     a_loss, a_grads = tp.autodiff_value_and_grad(sharded, idx, targets, key)
     full = tp.gather(grads)
-    return {"mesh": f"{data}x{model_axis}", "sp": sequence_parallel, "bias": bias, "dropout": dropout,
-            "loss": abs(float(loss - ref_loss)), "grads": rel_err(full, ref_grads),
+    unrounded = fb.gpt(vocab, T, n_layer, n_head, n_embd, bias, dropout)  # the same model, products in float64
+    rounding = None if matmul_dtype is None else rel_err(hand_grads, jax.grad(unrounded.loss)(params, idx, targets, key))
+    return {"mesh": f"{data}x{model_axis}", "sp": sequence_parallel, "bias": bias, "dropout": dropout, "matmul_dtype": matmul_dtype,
+            "rounding": rounding, "loss": abs(float(loss - hand_loss)), "grads": rel_err(full, hand_grads),
             "autodiff_loss": abs(float(a_loss - ref_loss)), "autodiff_grads": rel_err(tp.gather(a_grads), ref_grads),
             "structure": jax.tree_util.tree_structure(full) == jax.tree_util.tree_structure(ref_grads),
             "shapes": [a.shape for a in jax.tree_util.tree_leaves(full)] == [a.shape for a in jax.tree_util.tree_leaves(ref_grads)],
@@ -118,6 +125,7 @@ if __name__ == "__main__":
                                       n_layer=int(rng.integers(1, 3)), T=8 * int(rng.integers(1, 3))))
         print(json.dumps({"devices": len(jax.devices()), "cases": cases}))
     else:
-        cases = [case(2, 4, False, bias=True, dropout=0.0), case(2, 4, True, bias=False, dropout=0.1)]
+        cases = [case(2, 4, False, bias=True, dropout=0.0), case(2, 4, True, bias=False, dropout=0.1),
+                 case(2, 4, True, bias=True, dropout=0.0, matmul_dtype="bfloat16")]
         print(json.dumps({"devices": len(jax.devices()), "cases": cases, "mistakes": mistakes(), "refusals": refusals(),
                           "communication": communication()}))

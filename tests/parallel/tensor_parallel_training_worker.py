@@ -28,7 +28,7 @@ if __name__ == "__main__":
     tokens[1::3] = (tokens[::3][: len(tokens[1::3])] + 1) % len(chars)  # something to learn
     data = CharData(tokens[:18000], tokens[18000:], chars)
     config = LMConfig(n_layer=2, n_head=4, n_embd=32, block_size=16, batch_size=8, max_iters=50, lr_decay_iters=50,
-                      eval_interval=10, eval_iters=2, warmup_iters=5, dropout=0.1)
+                      eval_interval=10, eval_iters=2, warmup_iters=5, dropout=0.1, matmul_dtype="float32")
     half = LMConfig(**{**config.__dict__, "max_iters": 20})
     work = Path(tempfile.mkdtemp())
     one = train_lm(config, data, final_batches=2)

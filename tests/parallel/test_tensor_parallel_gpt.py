@@ -30,9 +30,21 @@ def test_the_split_gpt_equals_one_device_by_hand_and_through_jax_grad(results):
     """2 x 4 mesh; without sequence parallelism with biases, with it with dropout (the masks drawn from the key
     as one device draws them: a different mask at any position would change the loss)."""
     assert results["devices"] == 8
-    assert [(c["sp"], c["dropout"] > 0) for c in results["cases"]] == [(False, False), (True, True)]
-    for case in results["cases"]:
+    assert [(c["sp"], c["dropout"] > 0) for c in results["cases"][:2]] == [(False, False), (True, True)]
+    for case in results["cases"][:2]:
         assert_equal_to_one_device(case)
+
+
+def test_the_split_rounds_the_products_operands_to_bfloat16_as_one_device_does(results):
+    """With bfloat16 products (sequence parallelism, biases), the split's hand-written gradients equal one device's
+    hand-written ones at the same 1e-12: the same operands rounded, sums in another order. Rounding is in effect on
+    both: they are ~1e-2 from the float64 products' gradients (a split that ignored the dtype would be that far).
+    jax.grad through the split is not held to this: JAX's transpose of a bfloat16 product returns its cotangent in
+    bfloat16, so each rank rounds its partial sum before the all-reduce (measured 7e-3 from one device's jax.grad)."""
+    [case] = [c for c in results["cases"] if c["matmul_dtype"] == "bfloat16"]
+    assert case["structure"] and case["shapes"] and case["padding_rows"] == 0.0, case
+    assert case["loss"] < TOL and case["grads"] < TOL, case
+    assert case["rounding"] > 1e-4
 
 
 def test_the_correct_twins_pass_check_sharded(results):

@@ -109,6 +109,43 @@ def test_a_resumed_run_ends_exactly_where_the_uninterrupted_one_does(trained, da
         lm.train_lm(lm.replace(TINY, n_embd=8, max_iters=80), data, tmp_path, resume=True)
 
 
+def test_a_checkpoint_saved_before_matmul_dtype_existed_resumes_as_the_float32_run_it_was(tmp_path):
+    state = {"w": jnp.zeros(3)}
+    older = {k: v for k, v in vars(lm.replace(TINY, max_iters=20)).items() if k != "matmul_dtype"}
+    lm.checkpoint.save(tmp_path / lm.CHECKPOINT_NAME, state, {"iteration": 20, "history": [], "config": older})
+
+    def resume(dtype: str):
+        config = vars(lm.replace(TINY, matmul_dtype=dtype))
+        return lm.checkpoint.resume(tmp_path, lm.CHECKPOINT_NAME, state, config, "max_iters", 60, "--max-iters", lm.OLDER_CHECKPOINTS)
+
+    assert resume("float32")[1]["iteration"] == 20
+    with pytest.raises(ValueError, match="other settings \\(matmul_dtype\\)"):
+        resume("bfloat16")
+
+
+FLAGS = "flags\t\t: fpu vme sse sse2 avx2 avx512f avx512bw"  # a /proc/cpuinfo line, as Linux writes it
+
+
+@pytest.mark.parametrize("cpuinfo,native", [
+    (f"processor\t: 0\n{FLAGS} avx512_bf16 avx512_vnni\n", True),  # AMD Zen 4, Intel Cooper Lake on
+    (f"processor\t: 0\n{FLAGS} amx_bf16 amx_tile\n", True),  # Intel Sapphire Rapids on
+    (f"processor\t: 0\n{FLAGS} avx512_vnni\n", False),  # Cascade Lake: no bfloat16 instruction
+    ("processor\t: 0\nFeatures\t: fp asimd bf16\n", False),  # an Arm CPU: not measured, so not chosen
+    ("", False)])
+def test_auto_multiplies_in_bfloat16_only_on_a_cpu_with_native_bfloat16_instructions(cpuinfo, native, monkeypatch):
+    assert lm.native_bfloat16(cpuinfo) is native
+    monkeypatch.setattr(lm, "native_bfloat16", lambda cpuinfo=None: native)
+    auto = lm.replace(TINY, matmul_dtype="auto")
+    assert lm.matmul_dtype(auto, backend="cpu") == ("bfloat16" if native else "float32")
+    assert lm.matmul_dtype(auto, backend="gpu") == "float32"  # XLA chooses a GPU's products' precision itself
+    for given in ("float32", "bfloat16"):  # what is asked for is what runs
+        assert lm.matmul_dtype(lm.replace(TINY, matmul_dtype=given), backend="gpu") == given
+    assert lm.model_of(lm.replace(TINY, matmul_dtype="float32"), 7).matmul_dtype is None  # the operands' own dtype
+    assert lm.model_of(lm.replace(TINY, matmul_dtype="bfloat16"), 7).matmul_dtype == "bfloat16"
+    with pytest.raises(ValueError, match="matmul_dtype must be one of auto, float32, bfloat16"):
+        lm.replace(TINY, matmul_dtype="float16")
+
+
 def test_one_estimate_program_serves_both_splits_and_every_count_of_batches(trained, data):
     """The estimate of n batches of a split (padded to the longer split's length, the loop's length an argument)
     equals the mean of model.loss over the windows a direct loop draws with jax.random.split(key, n)."""
@@ -154,10 +191,11 @@ def test_greedy_generation_equals_a_naive_loop_over_the_cropped_context(trained,
 def test_the_cli_trains_and_samples_and_refuses_bad_input_in_one_line(text_file, tmp_path, capsys):
     args = ["train", "--model", "gpt", "--data-path", str(text_file), "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
             "--block-size", "8", "--batch-size", "8", "--lr", "1e-2", "--min-lr", "1e-3", "--warmup-iters", "5",
-            "--lr-decay-iters", "60", "--max-iters", "20", "--eval-interval", "20", "--eval-iters", "4", "--out", str(tmp_path)]
-    assert main(args) == 0  # TINY's settings: the compiled chunk of the tests above is reused
+            "--lr-decay-iters", "60", "--max-iters", "20", "--eval-interval", "20", "--eval-iters", "4", "--out", str(tmp_path),
+            "--matmul-dtype", "bfloat16"]
+    assert main(args) == 0  # the gradient check, run in float32, passes (in bfloat16 it parts hand and autodiff by 1e-3)
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["config"] == {**vars(TINY), "max_iters": 20} and saved["final_val_loss"] < 2.5
+    assert saved["config"] == {**vars(TINY), "max_iters": 20, "matmul_dtype": "bfloat16"} and saved["final_val_loss"] < 2.5
     capsys.readouterr()
     assert main(["sample", "--out", str(tmp_path), "--prompt", "abc", "--tokens", "30"]) == 0
     printed = capsys.readouterr().out

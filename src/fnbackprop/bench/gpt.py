@@ -5,8 +5,10 @@ over pre-drawn batches in one call (JAX: one `lax.scan`; PyTorch: a Python loop)
 round (`fnbackprop.bench.timing.interleaved`); the median milliseconds per step is reported. FLOPs per step
 are nanoGPT's estimate (`estimate_mfu`): 6 N per token for the N non-embedding-position parameters,
 plus 12 n_layer n_embd T per token for attention's two T x T products, times m T tokens; the fraction
-of the matmul limit divides the achieved rate by `bench.matmul_gflops` on this machine. The profile is
-each step's ten costliest compiled operations, hand and jax.grad (a `jax.profiler` trace).
+of the matmul limit divides the achieved rate by `bench.matmul_gflops` (float32) on this machine. Hand and
+jax.grad multiply in float32; a third contender is the hand-written step with bfloat16 products (mixed
+precision, `fnbackprop.models.gpt.GPT.matmul_dtype`), what the preset's "auto" runs on a CPU with bfloat16
+instructions. The profile is each JAX step's ten costliest compiled operations (a `jax.profiler` trace).
 """
 
 from __future__ import annotations
@@ -25,8 +27,12 @@ from .timing import interleaved, matmul_gflops, op_profile, summary, torch_modul
 from ..train.lm import PRESETS, LMConfig, make_optimizer, model_of
 
 VOCAB = 65  # Tiny Shakespeare's characters
-SIZES = {"cpu preset": PRESETS["shakespeare-char-cpu"],
-         "larger (6 x 384, context 256, batch 12)": replace(PRESETS["shakespeare-char-gpu"], batch_size=12, dropout=0.0)}
+# float32 products: the fraction of the (float32) matmul limit compares like with like; the hand-written step with
+# bfloat16 products (what "auto" runs on a CPU with bfloat16 instructions) is a contender of its own
+SIZES = {"cpu preset": replace(PRESETS["shakespeare-char-cpu"], matmul_dtype="float32"),
+         "larger (6 x 384, context 256, batch 12)": replace(PRESETS["shakespeare-char-gpu"], batch_size=12, dropout=0.0,
+                                                             matmul_dtype="float32")}
+BFLOAT16 = "hand, bfloat16 products"
 
 
 def flops_per_step(config: LMConfig, n_params: int) -> float:
@@ -132,15 +138,16 @@ def torch_twin(config: LMConfig, xs: np.ndarray, ys: np.ndarray) -> Callable | N
 
 
 def measure_gpt(label: str, config: LMConfig, steps: int, rounds: int, peak_gflops: float) -> dict:
-    """Median ms per step of hand, jax.grad and the PyTorch twin at `config`, interleaved; FLOPs; the hand step's profile."""
+    """Median ms per step of hand, jax.grad, hand with bfloat16 products and the PyTorch twin at `config`, interleaved;
+    FLOPs; each JAX step's profile."""
     xs, ys = batches(config, steps)
     model = model_of(config, VOCAB)
     params = model.init(jax.random.PRNGKey(0))
     contenders: dict[str, Callable[[], Any]] = {}
     calls: dict[str, Callable[[], Any]] = {}
     hlo: dict[str, str] = {}
-    for source, name in (("hand", "hand"), ("autodiff", "jax.grad")):
-        run, optimizer = jax_steps(config, source)
+    for source, name, dtype in (("hand", "hand", "float32"), ("autodiff", "jax.grad", "float32"), ("hand", BFLOAT16, "bfloat16")):
+        run, optimizer = jax_steps(replace(config, matmul_dtype=dtype), source)
         state = optimizer.init(params)
         jx, jy = jnp.asarray(xs), jnp.asarray(ys)
         jax.block_until_ready(run(params, state, jx, jy))  # compile
@@ -158,8 +165,9 @@ def measure_gpt(label: str, config: LMConfig, steps: int, rounds: int, peak_gflo
               "n_params": int(n_params), "steps_per_call": steps, "rounds": rounds, "ms_per_step": per_step,
               "gflop_per_step": flops / 1e9, "matmul_limit_gflops": peak_gflops,
               "fraction_of_matmul_limit": {n: flops / (v["median"] / 1e3) / 1e9 / peak_gflops for n, v in per_step.items()},
-              "ratios": {"hand / jax.grad": per_step["hand"]["median"] / per_step["jax.grad"]["median"]},
-              "profile": {name: op_profile(calls[name], hlo[name], per=steps) for name in ("hand", "jax.grad")}}
+              "ratios": {"hand / jax.grad": per_step["hand"]["median"] / per_step["jax.grad"]["median"],
+                         "hand bfloat16 / float32 products": per_step[BFLOAT16]["median"] / per_step["hand"]["median"]},
+              "profile": {name: op_profile(calls[name], hlo[name], per=steps) for name in ("hand", "jax.grad", BFLOAT16)}}
     if "torch eager" in per_step:
         result["ratios"]["torch eager / hand"] = per_step["torch eager"]["median"] / per_step["hand"]["median"]
     return result

@@ -288,20 +288,20 @@ def layer_mutations() -> dict[str, LayerMutant]:
 
 
 # ----- the GPT's classic mistakes, planted for the length of a `with` block ---------------------
-def _attention_without_scale_in_backward(params, cache, dout, block=None):
+def _attention_without_scale_in_backward(params, cache, dout, block=None, dtype=None):
     """dQ = dS K and dK = dS^T Q: the forward's 1/sqrt(hs) forgotten in the backward (q, k scaled up to cancel it)."""
     from ..layers.attention import attention_backward
     x, q, k, v, *rest = cache
     s = jnp.sqrt(jnp.asarray(q.shape[-1], q.dtype))
-    return attention_backward(params, (x, q * s, k * s, v, *rest), dout)
+    return attention_backward(params, (x, q * s, k * s, v, *rest), dout, dtype=dtype)
 
 
-def _attention_without_mask_in_backward(params, cache, dout, block=None):
+def _attention_without_mask_in_backward(params, cache, dout, block=None, dtype=None):
     """The backward recomputes P = softmax(Q K^T / sqrt(hs)) without the causal mask."""
     from ..layers.attention import attention_backward
     x, q, k, v, (P, att_scale), *rest = cache
     unmasked = jax.nn.softmax(q @ k.transpose(0, 1, 3, 2) / jnp.sqrt(jnp.asarray(q.shape[-1], q.dtype)), axis=-1)
-    return attention_backward(params, (x, q, k, v, (unmasked, att_scale), *rest), dout)
+    return attention_backward(params, (x, q, k, v, (unmasked, att_scale), *rest), dout, dtype=dtype)
 
 
 def _normalisation_dx_without_mean(dxhat, xhat, inv_std, axis):

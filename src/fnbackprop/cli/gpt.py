@@ -33,6 +33,8 @@ GPT_OPTIONS = {
     "eval_iters": (positive_int, "batches per loss estimate"),
     "attention_block": (positive_int, "a memory saver of the hand-written backward: blockwise attention in blocks of this many positions"),
     "head_chunk": (positive_int, "a memory saver of the hand-written backward: the cross-entropy head in chunks of this many rows"),
+    "matmul_dtype": (str, "the linear maps' products: float32, bfloat16 (operands rounded, sums kept in float32: mixed "
+                          "precision) or auto (bfloat16 on a CPU with avx512_bf16 or amx_bf16, float32 elsewhere)"),
 }
 FLAGS = {
     "bias": "biases in linear maps and layer norms",
@@ -156,10 +158,10 @@ def run_train_gpt(args: argparse.Namespace) -> int:
     loss.png and a checkpoint in the run's folder."""
     import jax
 
-    from ..train.lm import CHECKPOINT_NAME, get_batch, initial_params, load_chars, model_of, train_lm, write_results
+    from ..train.lm import CHECKPOINT_NAME, get_batch, initial_params, load_chars, model_of, resolved, train_lm, write_results
 
     try:
-        config = gpt_config(args)
+        config = resolved(gpt_config(args))
         preset = chosen_preset(args, "gpt")
         data = load_chars(args.data_path)
         model = model_of(config, data.vocab_size)
@@ -175,11 +177,13 @@ def run_train_gpt(args: argparse.Namespace) -> int:
     console.print(f"[bold]GPT[/bold] {config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, context "
                   f"{config.block_size}: {model.n_params(params) / 1e6:.2f} M parameters; {len(data.train):,} training and "
                   f"{len(data.val):,} validation characters, vocabulary {data.vocab_size}; {config.max_iters} iterations of "
-                  f"batch {config.batch_size}, {config.grad_source} gradients"
+                  f"batch {config.batch_size}, {config.grad_source} gradients, products in {config.matmul_dtype}"
                   + (f", split over a data {args.mesh[0]} x model {args.mesh[1]} mesh" if mesh is not None else "")
                   + (" with sequence parallelism" if args.sequence_parallel else "") + f"; writing to {out}", highlight=False)
     x, y = get_batch(jax.random.PRNGKey(1), jax.numpy.asarray(data.train), config.batch_size, config.block_size)
-    checked = functools.partial(gradient_check_or_stop, model, params, x, y)  # run while the first chunk runs
+    # run while the first chunk runs, in float32: it checks the derivation, and bfloat16's rounding alone would part
+    # the hand-written and autodiff gradients by ~1e-3, more than its tolerance
+    checked = functools.partial(gradient_check_or_stop, replace(model, matmul_dtype=None), params, x, y)
     result = train_with_progress(lambda show: train_lm(config, data, out, resume=args.resume, on_eval=show,
                                                        check_meanwhile=checked, mesh=mesh,
                                                        sequence_parallel=args.sequence_parallel), config.max_iters,

@@ -74,7 +74,8 @@ def _dropout_scale(key: Array | None, rate: float, shape: tuple, dtype: Any) -> 
 
 
 def attention_forward(params: dict, x: Array, n_head: int, rate: float = 0.0, key: Array | None = None,
-                      probe: Array | None = None, block: int | None = None, scales: tuple | None = None) -> tuple[Array, tuple]:
+                      probe: Array | None = None, block: int | None = None, scales: tuple | None = None,
+                      dtype: Any = None) -> tuple[Array, tuple]:
     """y = c_proj(merge(dropout(P) V)), P = softmax(mask(Q K^T / sqrt(hs))), [Q K V] = c_attn(x).
 
     The causal mask sets the scores of keys after the query (s > t) to -inf, so P[t, s] = 0 there.
@@ -84,8 +85,10 @@ def attention_forward(params: dict, x: Array, n_head: int, rate: float = 0.0, ke
     `scales` (att_scale, out_scale), the dropout masks already scaled by 1 / (1 - rate), stand for the key
     (a tensor-parallel rank takes its slice of the one-device masks: `fnbackprop.parallel.tensor`).
     hs is read from c_attn's output, 3 nh hs wide: a rank holding nh / tp heads runs this unchanged.
+    With a `dtype`, c_attn's and c_proj's products take their operands rounded to it (`dense.matmul`); the
+    core's (Q K^T and P V) stay in x's dtype (at T = 64 and hs = 32, bfloat16 there made a CPU step slower).
     """
-    qkv, _ = dense_forward(params["c_attn"], x)
+    qkv, _ = dense_forward(params["c_attn"], x, dtype)
     hs = qkv.shape[-1] // (3 * n_head)
     q, k, v = (_heads(a, n_head) for a in jnp.split(qkv, 3, axis=-1))
     k_att, k_out = (None, None) if key is None else jax.random.split(key)
@@ -103,12 +106,13 @@ def attention_forward(params: dict, x: Array, n_head: int, rate: float = 0.0, ke
         o, lse = blockwise_attention(q, k, v, block)
         core = (o, lse)
     y = _merge(o)
-    out, _ = dense_forward(params["c_proj"], y)
+    out, _ = dense_forward(params["c_proj"], y, dtype)
     out_scale = _dropout_scale(k_out, rate, out.shape, x.dtype) if scales is None else scales[1]
     return out * out_scale, (x, q, k, v, core, y, out_scale)
 
 
-def attention_backward(params: dict, cache: tuple, dout: Array, block: int | None = None) -> tuple[dict, Array, Array | None]:
+def attention_backward(params: dict, cache: tuple, dout: Array, block: int | None = None,
+                       dtype: Any = None) -> tuple[dict, Array, Array | None]:
     """(dparams, dx, dP), the forward's steps in reverse (llm.c's attention_backward):
 
         dy = c_proj^T (dout * out_scale)                       (and dW_proj = dout^T y, db_proj = sum dout)
@@ -118,11 +122,12 @@ def attention_backward(params: dict, cache: tuple, dout: Array, block: int | Non
         dQ = dS K / sqrt(hs),   dK = dS^T Q / sqrt(hs)
         dx = c_attn^T [dQ dK dV]                                (and dW_attn = [dQ dK dV]^T x)
 
-    With `block` the middle lines run blockwise (`blockwise_attention_backward`) and dP is None.
+    With `block` the middle lines run blockwise (`blockwise_attention_backward`) and dP is None. `dtype` rounds
+    c_proj's and c_attn's products' operands, as in the forward.
     """
     x, q, k, v, core, y, out_scale = cache
     hs = q.shape[-1]
-    g_proj, dy = dense_backward(params["c_proj"], y, dout * out_scale)
+    g_proj, dy = dense_backward(params["c_proj"], y, dout * out_scale, dtype)
     dyh = _heads(dy, q.shape[1])
     if block is None:
         P, att_scale = core
@@ -134,7 +139,7 @@ def attention_backward(params: dict, cache: tuple, dout: Array, block: int | Non
     else:
         o, lse = core
         (dq, dk, dv), dP = blockwise_attention_backward(q, k, v, o, lse, dyh, block), None
-    g_attn, dx = dense_backward(params["c_attn"], x, jnp.concatenate([_merge(dq), _merge(dk), _merge(dv)], axis=-1))
+    g_attn, dx = dense_backward(params["c_attn"], x, jnp.concatenate([_merge(dq), _merge(dk), _merge(dv)], axis=-1), dtype)
     return {"c_attn": g_attn, "c_proj": g_proj}, dx, dP
 
 

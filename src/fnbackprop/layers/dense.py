@@ -11,6 +11,7 @@ so Ng's column equations appear transposed:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -49,26 +50,37 @@ def init_dense_params(key: Array, n_in: int, n_out: int, scheme: str, dtype: Any
 INIT_SCHEMES = ("lecun", "he", "nielsen", "nielsen_large")
 
 
-def dense_forward(params: dict, x: Array) -> tuple[Array, Array]:
+def matmul(a: Array, b: Array, dtype: Any = None) -> Array:
+    """The matrix product a b with its operands rounded to `dtype` (bfloat16, say) and its sums of products
+    kept in a's own dtype, as mixed-precision training multiplies: sum_k round(a_ik) round(b_kj). Without a
+    dtype, or in a's own, plain a @ b."""
+    if dtype is None or jnp.dtype(dtype) == a.dtype:
+        return a @ b
+    return jnp.matmul(a.astype(dtype), b.astype(dtype), preferred_element_type=a.dtype)
+
+
+def dense_forward(params: dict, x: Array, dtype: Any = None) -> tuple[Array, Array]:
     """Z = A_prev W^T + b  (Ng: Z[l] = W[l] A[l-1] + B[l]); the cache is A_prev. Leading axes beyond the
-    batch (a sequence's positions, x: (m, T, n_in)) are more rows; without "b" in params, no bias."""
-    z = x @ params["W"].T
+    batch (a sequence's positions, x: (m, T, n_in)) are more rows; without "b" in params, no bias. With a
+    `dtype`, the product's operands are rounded to it (`matmul`)."""
+    z = matmul(x, params["W"].T, dtype)
     return (z + params["b"] if "b" in params else z), x
 
 
-def dense_backward(params: dict, x: Array, dz: Array) -> tuple[dict, Array]:
+def dense_backward(params: dict, x: Array, dz: Array, dtype: Any = None) -> tuple[dict, Array]:
     """dW = dZ^T A_prev, db = sum_i dZ_i, dA_prev = dZ W  (Ng: dW = dZ A^T, dB = sum dZ, dA = W^T dZ).
 
-    dZ already holds the 1/m of the averaged cost (see `fnbackprop.losses`).
+    dZ already holds the 1/m of the averaged cost (see `fnbackprop.losses`). With a `dtype`, both products'
+    operands are rounded to it, as in the forward (`matmul`).
     """
     rows, x_rows = dz.reshape(-1, dz.shape[-1]), x.reshape(-1, x.shape[-1])  # every leading axis: rows
-    grads = {"W": rows.T @ x_rows, **({"b": jnp.sum(rows, axis=0)} if "b" in params else {})}
-    return grads, dz @ params["W"]
+    grads = {"W": matmul(rows.T, x_rows, dtype), **({"b": jnp.sum(rows, axis=0)} if "b" in params else {})}
+    return grads, matmul(dz, params["W"], dtype)
 
 
-def dense(n_out: int, init: str = "lecun", bias: bool = True) -> Layer:
+def dense(n_out: int, init: str = "lecun", bias: bool = True, dtype: Any = None) -> Layer:
     """A fully connected layer without activation: Z = A_prev W^T + b (no b with bias=False), on
-    inputs (m, n_in) or (m, ..., n_in)."""
+    inputs (m, n_in) or (m, ..., n_in); with a `dtype`, its products' operands rounded to it (`matmul`)."""
     if not isinstance(n_out, int) or n_out <= 0:
         raise ValueError(f"dense layer width must be a positive integer, got {n_out!r}")
     if init not in INIT_SCHEMES:
@@ -78,7 +90,10 @@ def dense(n_out: int, init: str = "lecun", bias: bool = True) -> Layer:
         params = init_dense_params(key, in_shape[-1], n_out, init)
         return params if bias else {"W": params["W"]}
 
-    return Layer(init_fn, dense_forward, dense_backward, name=f"dense({n_out}" + ("" if bias else ", no bias") + ")")
+    name = f"dense({n_out}" + ("" if bias else ", no bias") + ("" if dtype is None else f", {jnp.dtype(dtype).name} products") + ")"
+    if dtype is None:  # dense_forward itself: the planted mistakes of `fnbackprop.check.mutations` find dense layers by it
+        return Layer(init_fn, dense_forward, dense_backward, name=name)
+    return Layer(init_fn, functools.partial(dense_forward, dtype=dtype), functools.partial(dense_backward, dtype=dtype), name=name)
 
 
 def activation(g: str | Activation) -> Layer:

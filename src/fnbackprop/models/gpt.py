@@ -37,6 +37,7 @@ Array = jax.Array
 Params = Any
 
 HEAD = Head(ACTIVATIONS["softmax"], LOSSES["cross_entropy"])
+MATMUL_DTYPES = (None, "float32", "bfloat16")  # what `GPT.matmul_dtype` may be
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,13 @@ class GPT:
     On XLA's CPU backend the two recomputations save nothing: optimisation barriers are expanded before
     common-subexpression elimination, which merges the recomputation back into the forward (the same
     happens to `jax.checkpoint` there). Measured at 4 x 128, context 1,024, batch 8: 902 MiB of temporaries
-    plain and with recompute_norm, 966 with recompute_gelu; 380 with attention_block 32 and head_chunk 256."""
+    plain and with recompute_norm, 966 with recompute_gelu; 380 with attention_block 32 and head_chunk 256.
+
+    `matmul_dtype` "bfloat16" is mixed precision: the products of each block's four linear maps (c_attn, attention's
+    c_proj, c_fc, the MLP's c_proj), forward and backward, take their operands rounded to bfloat16 and sum them in
+    the parameters' dtype (`fnbackprop.layers.dense.matmul`); the parameters, the optimizer, the element-wise
+    steps, attention's core and the tied head stay as they are. None (the default) multiplies in the operands' own
+    dtype. The equations are the same; only their operands are rounded."""
 
     vocab_size: int
     block_size: int
@@ -82,6 +89,7 @@ class GPT:
     head_chunk: int | None = None
     recompute_gelu: bool = False
     recompute_norm: bool = False
+    matmul_dtype: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -93,6 +101,8 @@ class GPT:
         for name in ("attention_block", "head_chunk"):
             if getattr(self, name) is not None:
                 positive_integer(getattr(self, name), f"gpt: {name}")
+        if self.matmul_dtype not in MATMUL_DTYPES:
+            raise ValueError(f"gpt: matmul_dtype must be one of {', '.join(map(str, MATMUL_DTYPES))}, got {self.matmul_dtype!r}")
         if self.attention_block is not None and self.dropout > 0:
             raise ValueError("gpt: blockwise attention (attention_block) stores no probabilities to drop out: use dropout=0")
 
@@ -101,7 +111,8 @@ class GPT:
     def _layers(self) -> dict:
         C = self.n_embd
         return {"embedding": embedding(self.vocab_size, self.block_size, C), "ln": layer_norm(bias=self.bias),
-                "c_fc": dense(4 * C, bias=self.bias), "gelu": activation("gelu"), "c_proj": dense(C, bias=self.bias),
+                "c_fc": dense(4 * C, bias=self.bias, dtype=self.matmul_dtype), "gelu": activation("gelu"),
+                "c_proj": dense(C, bias=self.bias, dtype=self.matmul_dtype),
                 "dropout": dropout_layer(self.dropout)}
 
     def init(self, key: Array, dtype: Any = jnp.float32) -> Params:
@@ -156,7 +167,8 @@ class GPT:
             x_ln1 = x
             h, c_ln1 = L["ln"].forward(p["ln_1"], x)
             a, c_attn = attention_forward(p["attn"], h, self.n_head, self.dropout, k_attn,
-                                          None if probes is None else probes["probs"][i], self.attention_block)
+                                          None if probes is None else probes["probs"][i], self.attention_block,
+                                          dtype=self.matmul_dtype)
             x = x + a
             x_ln2 = x
             h, c_ln2 = L["ln"].forward(p["ln_2"], x)
@@ -221,7 +233,7 @@ class GPT:
                 x_ln1, dx = jax.lax.optimization_barrier((c_ln1, dx))
                 h, c_ln1 = L["ln"].forward(p["ln_1"], x_ln1)
                 c_attn = (h, *c_attn[1:])
-            g_attn, da, dP = attention_backward(p["attn"], c_attn, dx, self.attention_block)  # x <- x + attn(ln_1(x))
+            g_attn, da, dP = attention_backward(p["attn"], c_attn, dx, self.attention_block, self.matmul_dtype)  # x <- x + attn(ln_1(x))
             g_ln1, dh = L["ln"].backward(p["ln_1"], c_ln1, da)
             dx = dx + dh
             g_blocks.append({"ln_1": g_ln1, "attn": g_attn, "ln_2": g_ln2, "mlp": {"c_fc": g_fc, "c_proj": g_proj}})
@@ -303,7 +315,7 @@ def _float0(a: Array) -> Any:
 
 def gpt(vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int, bias: bool = False,
         dropout: float = 0.0, attention_block: int | None = None, head_chunk: int | None = None,
-        recompute_gelu: bool = False, recompute_norm: bool = False) -> GPT:
+        recompute_gelu: bool = False, recompute_norm: bool = False, matmul_dtype: str | None = None) -> GPT:
     """A GPT-2-style model with a hand-written backward (`GPT`)."""
     return GPT(vocab_size, block_size, n_layer, n_head, n_embd, bias, dropout, attention_block, head_chunk, recompute_gelu,
-               recompute_norm)
+               recompute_norm, matmul_dtype)

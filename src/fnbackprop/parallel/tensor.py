@@ -264,12 +264,13 @@ class TensorParallel:
         blocks = []
         for q, (att_s, out_s, mlp_s) in zip(p["h"], masks.blocks):
             h1, c_ln1 = ln.forward(q["ln_1"], x)
-            a, c_attn = attention_forward(_local_attention(q["attn"]), b.enter(h1), model.n_head // self.tp, scales=(att_s, 1.0))
+            a, c_attn = attention_forward(_local_attention(q["attn"]), b.enter(h1), model.n_head // self.tp, scales=(att_s, 1.0),
+                                          dtype=model.matmul_dtype)
             x = x + _plus_bias(b.leave(a), q["attn"]["c_proj"]) * out_s
             h2, c_ln2 = ln.forward(q["ln_2"], x)
-            f, c_fc = dense_forward(q["mlp"]["c_fc"], b.enter(h2))
+            f, c_fc = dense_forward(q["mlp"]["c_fc"], b.enter(h2), model.matmul_dtype)
             g, c_gelu = gelu.forward({}, f)
-            y, c_proj = dense_forward({"W": q["mlp"]["c_proj"]["W"]}, g)
+            y, c_proj = dense_forward({"W": q["mlp"]["c_proj"]["W"]}, g, model.matmul_dtype)
             x = x + _plus_bias(b.leave(y), q["mlp"]["c_proj"]) * mlp_s
             blocks.append((c_ln1, c_attn, c_ln2, c_fc, c_gelu, c_proj, (att_s, out_s, mlp_s)))
         h_f, c_lnf = ln.forward(p["ln_f"], x)
@@ -299,14 +300,14 @@ class TensorParallel:
         g_blocks = []
         for q, (c_ln1, c_attn, c_ln2, c_fc, c_gelu, c_proj, (_, out_s, mlp_s)) in zip(reversed(p["h"]), reversed(caches["h"])):
             dy = dx * mlp_s  # x <- x + dropout(g(gelu(c_fc(enter(ln_2(x)))) W_r^T) + b)
-            g_proj, dg = dense_backward({"W": q["mlp"]["c_proj"]["W"]}, c_proj, b.leave_adjoint(dy))
+            g_proj, dg = dense_backward({"W": q["mlp"]["c_proj"]["W"]}, c_proj, b.leave_adjoint(dy), model.matmul_dtype)
             g_proj = {**g_proj, **_bias_grad(q["mlp"]["c_proj"], dy, b.bias_sync)}
             _, df = gelu.backward({}, c_gelu, dg)
-            g_fc, dh = dense_backward(q["mlp"]["c_fc"], c_fc, df)
+            g_fc, dh = dense_backward(q["mlp"]["c_fc"], c_fc, df, model.matmul_dtype)
             g_ln2, dh = ln.backward(q["ln_2"], c_ln2, b.enter_adjoint(dh))
             dx = dx + dh
             da = dx * out_s  # x <- x + dropout(g(attention_r(enter(ln_1(x)))) + b)
-            g_attn, dh, _ = attention_backward(_local_attention(q["attn"]), c_attn, b.leave_adjoint(da))
+            g_attn, dh, _ = attention_backward(_local_attention(q["attn"]), c_attn, b.leave_adjoint(da), dtype=model.matmul_dtype)
             g_attn["c_proj"] = {**g_attn["c_proj"], **_bias_grad(q["attn"]["c_proj"], da, b.bias_sync)}
             g_ln1, dh = ln.backward(q["ln_1"], c_ln1, b.enter_adjoint(dh))
             dx = dx + dh

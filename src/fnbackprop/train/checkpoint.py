@@ -87,15 +87,17 @@ def load(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
     return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(arrays[k]) for k in wanted]), meta
 
 
-def resume(out: Any, name: str, template: Any, config: dict, length: str, total: int, option: str) -> tuple[Any, dict]:
+def resume(out: Any, name: str, template: Any, config: dict, length: str, total: int, option: str,
+           older: dict | None = None) -> tuple[Any, dict]:
     """The state saved in out/name, to continue a run of `config` (a dict of its settings) to `total`
     iterations: refused (ValueError, one line) when the checkpoint's settings differ but for `length` (the
     run's length, the one setting a resumed run may change), or when it holds `total` iterations already
-    (`option` is the command-line option that asks for more). Returns (the state, the checkpoint's meta)."""
+    (`option` is the command-line option that asks for more); `older` gives the settings a checkpoint saved
+    before they existed was trained with. Returns (the state, the checkpoint's meta)."""
     if out is None:
         raise ValueError("resume needs the run's folder (out_dir)")
     path = Path(out) / name
-    saved = {k: v for k, v in read_meta(path)["config"].items() if k != length}
+    saved = {k: v for k, v in {**(older or {}), **read_meta(path)["config"]}.items() if k != length}
     mine = {k: v for k, v in config.items() if k != length}
     if saved != mine:
         differ = sorted(k for k in mine if saved.get(k) != mine[k])

@@ -34,6 +34,7 @@ TEXT_ENV = "FNBACKPROP_TEXT"
 TEXT_NAME = "tinyshakespeare/input.txt"
 CHECKPOINT_NAME = "checkpoint.npz"
 FINAL_EVAL_BATCHES = 200
+MATMUL_DTYPES = ("auto", "float32", "bfloat16")  # LMConfig.matmul_dtype's values
 
 
 # ----- data --------------------------------------------------------------------------------------------
@@ -121,6 +122,7 @@ class LMConfig:
     head_chunk: int | None = None
     recompute_gelu: bool = False
     recompute_norm: bool = False
+    matmul_dtype: str = "auto"  # the linear maps' products: float32, bfloat16 (mixed precision) or auto (`matmul_dtype`)
 
     def __post_init__(self) -> None:
         positive = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_iters", "eval_interval", "eval_iters",
@@ -134,6 +136,8 @@ class LMConfig:
             raise ValueError(f"need 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
         if self.warmup_iters < 0 or self.grad_clip <= 0 or self.weight_decay < 0:
             raise ValueError("warmup_iters and weight_decay must be >= 0 and grad_clip > 0")
+        if self.matmul_dtype not in MATMUL_DTYPES:
+            raise ValueError(f"matmul_dtype must be one of {', '.join(MATMUL_DTYPES)}, got {self.matmul_dtype!r}")
 
 
 PRESETS = {
@@ -144,11 +148,45 @@ PRESETS = {
                                      max_iters=5000, lr_decay_iters=5000, eval_interval=250, eval_iters=200),
 }
 CONFIG_FIELDS = tuple(f.name for f in fields(LMConfig))
+OLDER_CHECKPOINTS = {"matmul_dtype": "float32"}  # settings a checkpoint saved before they existed was trained with
+BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 instructions that multiply bfloat16 natively
+
+
+def native_bfloat16(cpuinfo: str | None = None) -> bool:
+    """Whether this machine's CPU multiplies bfloat16 natively: a flags line of /proc/cpuinfo (or of the text
+    given) naming avx512_bf16 or amx_bf16. False where that cannot be read (not Linux, say)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.partition(":")[2].split()}
+    return any(flag in flags for flag in BFLOAT16_FLAGS)
+
+
+def matmul_dtype(config: LMConfig, backend: str | None = None) -> str:
+    """The dtype the linear maps multiply in: `config.matmul_dtype`, or for "auto" bfloat16 on a CPU that
+    multiplies it natively (`native_bfloat16`) and float32 elsewhere: on GPUs and TPUs XLA chooses the products'
+    precision itself, and a CPU without those instructions multiplies bfloat16 no faster than float32.
+
+    Measured at the CPU preset on 2 cores of an AMD EPYC with avx512_bf16: 27 against 31 ms a step, and the
+    committed seeds' validation losses within 0.005 of float32's (experiments/README.md)."""
+    if config.matmul_dtype != "auto":
+        return config.matmul_dtype
+    on_cpu = (backend or jax.default_backend()) == "cpu"
+    return "bfloat16" if on_cpu and native_bfloat16() else "float32"
+
+
+def resolved(config: LMConfig) -> LMConfig:
+    """`config` with "auto" settled to what this machine runs (`matmul_dtype`), as a run records it."""
+    return replace(config, matmul_dtype=matmul_dtype(config))
 
 
 def model_of(config: LMConfig, vocab_size: int) -> GPT:
+    dtype = matmul_dtype(config)
     return gpt(vocab_size, config.block_size, config.n_layer, config.n_head, config.n_embd, config.bias, config.dropout,
-               config.attention_block, config.head_chunk, config.recompute_gelu, config.recompute_norm)
+               config.attention_block, config.head_chunk, config.recompute_gelu, config.recompute_norm,
+               None if dtype == "float32" else dtype)
 
 
 def make_optimizer(config: LMConfig) -> optax.GradientTransformation:
@@ -274,6 +312,7 @@ def train_lm(config: LMConfig, data: CharData, out_dir: str | os.PathLike | None
     on any mesh, or on none. The returned params are gathered."""
     if len(data.train) <= config.block_size + 1 or len(data.val) <= config.block_size + 1:
         raise ValueError(f"the text is too short for windows of {config.block_size + 1} characters in both splits")
+    config = resolved(config)
     model = model_of(config, data.vocab_size)
     optimizer = make_optimizer(config)
     key = jax.random.PRNGKey(config.seed)
@@ -290,7 +329,7 @@ def train_lm(config: LMConfig, data: CharData, out_dir: str | os.PathLike | None
     out = Path(out_dir) if out_dir is not None else None
     if resume:
         (params, opt_state), meta = checkpoint.resume(out, CHECKPOINT_NAME, (params, opt_state), asdict(config), "max_iters",
-                                                      config.max_iters, "--max-iters")
+                                                      config.max_iters, "--max-iters", OLDER_CHECKPOINTS)
         history, start = meta["history"], meta["iteration"]
     if split is not None:
         params, opt_state = split.shard((params, opt_state))
@@ -418,7 +457,7 @@ def load_run(out_dir: str | os.PathLike) -> tuple[GPT, Any, CharData, LMConfig]:
         model = (meta.get("config") or {}).get("dataset", "a network")
         raise NotALanguageModel(f"{out} holds a run of {model}, not a language model: sample needs a run of "
                                 "`fnbackprop train --model gpt|rnn|lstm|gru`")
-    config = LMConfig(**{k: v for k, v in meta["config"].items() if k in CONFIG_FIELDS})
+    config = LMConfig(**{k: v for k, v in {**OLDER_CHECKPOINTS, **meta["config"]}.items() if k in CONFIG_FIELDS})
     chars = meta["chars"]
     model = model_of(config, len(chars))
     params = model.init(jax.random.PRNGKey(0))
