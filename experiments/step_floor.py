@@ -1,6 +1,7 @@
 """How fast could a whole CPU-preset run be? The training step's matrix products alone, timed.
 
     python experiments/step_floor.py [--repeats 25] [--rounds 5] [--race experiments/results/race_nanogpt.json]
+                                     [--matmul-dtype float32|bfloat16]
 
 Every `dot_general` of the hand-written training step (the GPT's `value_and_grad` at the CPU preset) and of
 its forward (`loss`, what each evaluation batch runs) is read from the traced program (`jaxpr_dots`), with its
@@ -136,10 +137,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=25, help="steps (batches) per compiled loop (default: 25)")
     p.add_argument("--rounds", type=int, default=5, help="twice this many interleaved rounds, one call of each program a round (default: 5)")
     p.add_argument("--race", default=str(RESULTS / "race_nanogpt.json"), help="the race's results, for nanoGPT's times")
-    p.add_argument("--out", default=str(RESULTS / "step_floor.json"))
+    p.add_argument("--matmul-dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="the linear maps' products (default: float32; the limit is float32's either way)")
+    p.add_argument("--out", default=None, help="default: results/step_floor.json, step_floor-bfloat16.json for bfloat16")
     args = p.parse_args()
+    args.out = args.out or str(RESULTS / ("step_floor" + ("" if args.matmul_dtype == "float32" else "-bfloat16") + ".json"))
 
-    config = replace(PRESETS["shakespeare-char-cpu"], matmul_dtype="float32")  # the float32 step and its float32 limit
+    config = replace(PRESETS["shakespeare-char-cpu"], matmul_dtype=args.matmul_dtype)
     model = model_of(config, VOCAB)
     params = model.init(jax.random.PRNGKey(0))
     xs, ys = (jnp.asarray(a) for a in batches(config, args.repeats))
@@ -165,7 +169,7 @@ def main() -> None:
     limit = matmul_gflops(2048, 2 * args.rounds)
     n_steps, n_forwards = run_length(config)
     floor = (n_steps * ms_best["step products"] + n_forwards * ms_best["forward products"]) / 1e3
-    result = {"config": "shakespeare-char-cpu", "step_products": len(step_dots), "forward_products": len(forward_dots),
+    result = {"config": "shakespeare-char-cpu", "matmul_dtype": args.matmul_dtype, "step_products": len(step_dots), "forward_products": len(forward_dots),
               "step_gflop": dot_flops(step_dots) / 1e9, "forward_gflop": dot_flops(forward_dots) / 1e9,
               "ms_median": ms, "ms_best": ms_best,
               "products_share_of_step": ms_best["step products"] / ms_best["step"],

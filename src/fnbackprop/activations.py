@@ -17,6 +17,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -52,10 +53,21 @@ def _huber(z: Array) -> Array:
 GELU_C = 0.044715
 
 
+def _gelu_tanh_u(z: Array) -> Array:
+    """tanh u, u = sqrt(2/pi) (z + c z^3): written once for GELU's value and its derivative, so that a program
+    computing both (a training step) computes it once."""
+    return jnp.tanh(np.sqrt(2 / np.pi).astype(z.dtype) * (z + GELU_C * z**3))
+
+
+def _gelu_tanh(z: Array) -> Array:
+    """z/2 (1 + tanh u), as jax.nn.gelu(z, approximate=True) computes it."""
+    return z * (0.5 * (1 + _gelu_tanh_u(z)))
+
+
 def _gelu_tanh_derivative(z: Array) -> Array:
     """d/dz of z/2 (1 + tanh u), u = sqrt(2/pi) (z + c z^3): the product rule, then the chain rule through tanh."""
     k = jnp.sqrt(2 / jnp.pi).astype(z.dtype)
-    t = jnp.tanh(k * (z + GELU_C * z**3))
+    t = _gelu_tanh_u(z)
     return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * k * (1 + 3 * GELU_C * z * z)
 
 
@@ -92,7 +104,7 @@ ACTIVATIONS: dict[str, Activation] = {
         ),
         Activation(
             "gelu",
-            lambda z: jax.nn.gelu(z, approximate=True),
+            _gelu_tanh,
             lambda z, a: _gelu_tanh_derivative(z),
             "g(z) = z/2 (1 + tanh u), u = sqrt(2/pi) (z + 0.044715 z^3);  "
             "g'(z) = (1 + tanh u)/2 + z/2 (1 - tanh^2 u) sqrt(2/pi) (1 + 3 0.044715 z^2)  (GPT-2's tanh form)",
