@@ -1,7 +1,11 @@
-"""Bad input, before any work: one line, exit status 2, no traceback, and an earlier checkpoint left intact."""
+"""Bad input, before any work: one line, exit status 2, no traceback, and an earlier checkpoint left intact; the
+installed command's exit keeps main()'s status and every character it said."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -146,3 +150,34 @@ def test_check_target_that_cannot_be_loaded_is_a_one_line_error(tmp_path, capfd,
     assert cli.main(["check", target.format(d=tmp_path), "--shape", "3"]) == 2
     stdout, stderr = capfd.readouterr()
     assert message in stderr and stderr.count("\n") == 1 and "Traceback" not in stdout + stderr
+
+
+def as_installed(*argv: str, exit_by: str = "console", cwd=None) -> subprocess.CompletedProcess:
+    """`fnbackprop ARGV` in a subprocess, ending as the installed command does (`fnbackprop.cli.console`) or as a
+    plain Python program does (sys.exit(main()), the interpreter's teardown included); stdout block-buffered, as
+    on a pipe from a user's shell."""
+    ending = "console()" if exit_by == "console" else "sys.exit(main())"
+    code = f"import sys; sys.argv = ['fnbackprop', *{list(argv)!r}]; from fnbackprop.cli import console, main; {ending}"
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=buffered, cwd=cwd)
+
+
+RULE = """import jax, jax.numpy as jnp
+
+@jax.custom_vjp
+def sine(x):
+    return jnp.sin(x)
+
+sine.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (g * jnp.cos(x),))
+"""
+
+
+@pytest.mark.parametrize("argv,status", [(["train", "--epochs", "0"], 2), (["check", "rule.py:sine", "--args", "f64[3]", "--json"], 0)])
+def test_the_command_exits_with_mains_status_and_all_of_its_output(argv, status, tmp_path):
+    """console() skips the interpreter's teardown: the exit status and every character said must be what the plain
+    exit gives (the JSON report goes through print(), which a pipe buffers: without console()'s flush it is lost)."""
+    (tmp_path / "rule.py").write_text(RULE)
+    fast, plain = as_installed(*argv, cwd=tmp_path), as_installed(*argv, exit_by="plain", cwd=tmp_path)
+    assert fast.returncode == plain.returncode == status, (fast.stderr, plain.stderr)
+    assert (fast.stdout, fast.stderr) == (plain.stdout, plain.stderr)
+    assert (fast.stdout + fast.stderr).strip()

@@ -1,3 +1,3 @@
 """`fnbackprop` on the command line: one module per command, the shared helpers in `common`."""
 
-from .main import build_parser as build_parser, main as main
+from .main import build_parser as build_parser, console as console, main as main
