@@ -169,8 +169,9 @@ def matmul_dtype(config: LMConfig, backend: str | None = None) -> str:
     multiplies it natively (`native_bfloat16`) and float32 elsewhere: on GPUs and TPUs XLA chooses the products'
     precision itself, and a CPU without those instructions multiplies bfloat16 no faster than float32.
 
-    Measured at the CPU preset on 2 cores of an AMD EPYC with avx512_bf16: 27 against 31 ms a step, and the
-    committed seeds' validation losses within 0.005 of float32's (experiments/README.md)."""
+    Measured at the CPU preset on 2 cores of an AMD EPYC with avx512_bf16: 25.6 against 30.7 ms a step
+    (`fnbackprop bench --gpt-only`), and the validation losses of seeds 0-2 within 0.0013 of float32's
+    (experiments/README.md, the GPT on Tiny Shakespeare)."""
     if config.matmul_dtype != "auto":
         return config.matmul_dtype
     on_cpu = (backend or jax.default_backend()) == "cpu"
