@@ -172,7 +172,8 @@ sine.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (g * jnp.cos(x),))
 """
 
 
-@pytest.mark.parametrize("argv,status", [(["train", "--epochs", "0"], 2), (["check", "rule.py:sine", "--args", "f64[3]", "--json"], 0)])
+@pytest.mark.parametrize("argv,status", [pytest.param(["train", "--epochs", "0"], 2, marks=pytest.mark.slow),
+                                         (["check", "rule.py:sine", "--args", "f64[3]", "--json"], 0)])
 def test_the_command_exits_with_mains_status_and_all_of_its_output(argv, status, tmp_path):
     """console() skips the interpreter's teardown: the exit status and every character said must be what the plain
     exit gives (the JSON report goes through print(), which a pipe buffers: without console()'s flush it is lost)."""

@@ -76,10 +76,10 @@ def test_exactly_the_four_linear_maps_of_each_block_multiply_in_bfloat16():
 
 @pytest.fixture(scope="module")
 def gradients():
-    """(hand-written, autodiff, float32 hand-written) gradients of a bfloat16 GPT at GPT-2's init, for 3 draws."""
+    """(hand-written, autodiff, float32 hand-written) gradients of a bfloat16 GPT at GPT-2's init, for 2 draws."""
     model = fb.gpt(**CONFIG, matmul_dtype="bfloat16")
     hand, auto, plain = jax.jit(model.value_and_grad), jax.jit(jax.grad(model.loss)), jax.jit(replace(model, matmul_dtype=None).value_and_grad)
-    return [(hand(*d)[1], auto(*d), plain(*d)[1]) for d in (draw(model, s) for s in range(3))]
+    return [(hand(*d)[1], auto(*d), plain(*d)[1]) for d in (draw(model, s) for s in range(2))]
 
 
 def norm_error(a, b) -> float:
@@ -94,8 +94,9 @@ def test_the_hand_written_gradients_are_autodiffs_of_the_same_forward_to_within_
         assert 1e-5 < norm_error(hand, plain) < 5 * TOL  # rounded, and by no more than rounding moves it
 
 
-@pytest.mark.parametrize("mistake", ["attention: causal mask forgotten in the backward", "layer norm: mean term missing in dx",
-                                     "tied embedding: the head's use dropped"])
+@pytest.mark.parametrize("mistake", ["attention: causal mask forgotten in the backward",  # the others in the slow step
+                                     pytest.param("layer norm: mean term missing in dx", marks=pytest.mark.slow),
+                                     pytest.param("tied embedding: the head's use dropped", marks=pytest.mark.slow)])
 def test_a_planted_mistake_is_told_from_bfloat16_rounding(mistake, gradients):
     with planted_gpt_mistake(mistake):
         model = fb.gpt(**CONFIG, matmul_dtype="bfloat16")
