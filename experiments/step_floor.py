@@ -27,14 +27,13 @@ import json
 import statistics
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax.extend import core
 
 from fnbackprop.bench.gpt import VOCAB, batches, jax_steps
+from fnbackprop.bench.products import dot_flops, jaxpr_dots
 from fnbackprop.bench.timing import interleaved, matmul_gflops
 from fnbackprop.train.lm import FINAL_EVAL_BATCHES, PRESETS, LMConfig, evaluation_stops, model_of
 
@@ -46,43 +45,6 @@ def run_length(config: LMConfig) -> tuple[int, int]:
     iteration 0 and at every evaluation stop, then the final estimate's batches."""
     evaluations = 1 + len(evaluation_stops(config))
     return config.max_iters, evaluations * 2 * config.eval_iters + FINAL_EVAL_BATCHES
-
-
-def sub_jaxprs(value: Any) -> list:
-    """The jaxprs held by one equation parameter (a closed or open jaxpr, or a tuple of them: cond's branches)."""
-    if isinstance(value, core.ClosedJaxpr):
-        return [value.jaxpr]
-    if isinstance(value, core.Jaxpr):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        return [j for v in value for j in sub_jaxprs(v)]
-    return []
-
-
-def jaxpr_dots(jaxpr: core.Jaxpr, times: int = 1) -> list[tuple]:
-    """Every dot_general a program runs, as (lhs aval, rhs aval, params), inner programs included; a scan's
-    body counts `length` times. A while loop's trip count is not known from its program: refused."""
-    dots = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            dots += [(eqn.invars[0].aval, eqn.invars[1].aval, dict(eqn.params))] * times
-        if eqn.primitive.name == "while":
-            raise ValueError("a while loop's products cannot be counted from its program")
-        repeat = times * (eqn.params["length"] if eqn.primitive.name == "scan" else 1)
-        for value in eqn.params.values():
-            for inner in sub_jaxprs(value):
-                dots += jaxpr_dots(inner, repeat)
-    return dots
-
-
-def dot_flops(dots: list[tuple]) -> float:
-    """2 x (the left operand's elements) x (the right operand's free elements), summed: 2 x output x contracted."""
-    total = 0.0
-    for lhs, rhs, params in dots:
-        (_, rhs_contract), (_, rhs_batch) = params["dimension_numbers"]
-        rhs_free = [d for i, d in enumerate(rhs.shape) if i not in rhs_contract and i not in rhs_batch]
-        total += 2.0 * np.prod(lhs.shape) * np.prod(rhs_free)
-    return total
 
 
 def products_program(dots: list[tuple], repeats: int) -> tuple[Callable, list]:

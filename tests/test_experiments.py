@@ -13,7 +13,8 @@ from ch5_unstable_gradients import hidden_speeds, spec  # noqa: E402
 from ch6_beyond import expand, majority_vote  # noqa: E402
 from hand_vs_autodiff import global_rel_diff  # noqa: E402
 from optimizers import epochs_to  # noqa: E402
-from step_floor import dot_flops, jaxpr_dots, products_program, run_length  # noqa: E402
+from step_floor import products_program, run_length  # noqa: E402
+from fnbackprop.bench.products import dot_flops, jaxpr_dots  # noqa: E402
 
 from _common import build, spread, train_all  # noqa: E402
 
@@ -82,21 +83,6 @@ def test_a_run_cut_short_continues_from_its_checkpoint_to_the_uninterrupted_end(
                         on_epoch=lambda r, history: seen.append(len(history)))[0]
     assert seen == [2, 3] and resumed["resumed"]
     assert resumed["accuracy"] == straight["accuracy"] and resumed["cost"] == straight["cost"]
-
-
-def test_the_products_counted_are_every_product_the_program_runs():
-    """jaxpr_dots finds products inside a jitted inner function and counts a scan's body once per iteration:
-    x @ w once, the inner einsum once, the scan's product 3 times. FLOPs: 2 x 4 x 5 x 6 = 240 for x @ w,
-    2 x 2 x 5 x 5 x 5 = 500 for the batched einsum, 3 x 2 x 4 x 6 x 6 = 864 for the scan."""
-    def program(x, w, a):
-        inner = jax.jit(lambda a: jnp.einsum("bij,bjk->bik", a, a))
-        y = jax.lax.scan(lambda c, _: (c @ jnp.ones((6, 6)), None), x @ w, None, length=3)[0]
-        return y, inner(a)
-
-    dots = jaxpr_dots(jax.make_jaxpr(program)(jnp.ones((4, 5)), jnp.ones((5, 6)), jnp.ones((2, 5, 5))).jaxpr)
-    assert sorted((tuple(lhs.shape), tuple(rhs.shape)) for lhs, rhs, _ in dots) == [
-        ((2, 5, 5), (2, 5, 5)), ((4, 5), (5, 6)), ((4, 6), (6, 6)), ((4, 6), (6, 6)), ((4, 6), (6, 6))]
-    assert dot_flops(dots) == 240 + 500 + 864
 
 
 def test_the_gpt_steps_products_are_three_forwards_and_the_replay_computes_them():

@@ -51,12 +51,13 @@ def _huber(z: Array) -> Array:
 
 
 GELU_C = 0.044715
+SQRT_2_OVER_PI = np.sqrt(2 / np.pi)  # float64; each use takes it in its input's dtype, as jax.nn.gelu does
 
 
 def _gelu_tanh_u(z: Array) -> Array:
     """tanh u, u = sqrt(2/pi) (z + c z^3): written once for GELU's value and its derivative, so that a program
     computing both (a training step) computes it once."""
-    return jnp.tanh(np.sqrt(2 / np.pi).astype(z.dtype) * (z + GELU_C * z**3))
+    return jnp.tanh(SQRT_2_OVER_PI.astype(z.dtype) * (z + GELU_C * z**3))
 
 
 def _gelu_tanh(z: Array) -> Array:
@@ -66,7 +67,7 @@ def _gelu_tanh(z: Array) -> Array:
 
 def _gelu_tanh_derivative(z: Array) -> Array:
     """d/dz of z/2 (1 + tanh u), u = sqrt(2/pi) (z + c z^3): the product rule, then the chain rule through tanh."""
-    k = jnp.sqrt(2 / jnp.pi).astype(z.dtype)
+    k = SQRT_2_OVER_PI.astype(z.dtype)
     t = _gelu_tanh_u(z)
     return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * k * (1 + 3 * GELU_C * z * z)
 

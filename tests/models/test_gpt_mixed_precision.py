@@ -14,11 +14,13 @@ rounding here, which is why the command line's gradient check runs the model in 
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import pytest
 from dataclasses import replace
 
 import fnbackprop as fb
+from fnbackprop.bench.products import jaxpr_dots
 from fnbackprop.check.mutations import planted_gpt_mistake
 from fnbackprop.layers.dense import matmul
 
@@ -26,12 +28,17 @@ CONFIG = {"vocab_size": 11, "block_size": 8, "n_layer": 2, "n_head": 2, "n_embd"
 TOL = 2e-3
 
 
+def rounded_by_numpy(a) -> np.ndarray:
+    """a rounded to bfloat16 (to nearest, ties to even) by ml_dtypes, not by XLA's convert, then held exactly in float64."""
+    return np.asarray(a).astype(ml_dtypes.bfloat16).astype(np.float64)
+
+
 def test_matmul_rounds_the_operands_to_bfloat16_and_sums_in_float32():
     ka, kb = jax.random.split(jax.random.PRNGKey(0))
     a, b = jax.random.normal(ka, (8, 64)), jax.random.normal(kb, (64, 5))
     got = matmul(a, b, jnp.bfloat16)
     assert got.dtype == jnp.float32
-    rounded = np.asarray(a.astype(jnp.bfloat16), np.float64) @ np.asarray(b.astype(jnp.bfloat16), np.float64)
+    rounded = rounded_by_numpy(a) @ rounded_by_numpy(b)
     scale = np.abs(np.asarray(a, np.float64)) @ np.abs(np.asarray(b, np.float64))  # sum_k |a_ik b_kj|, per entry
     assert np.all(np.abs(np.asarray(got, np.float64) - rounded) <= 1e-5 * scale)
     unrounded = np.asarray(a, np.float64) @ np.asarray(b, np.float64)
@@ -41,22 +48,8 @@ def test_matmul_rounds_the_operands_to_bfloat16_and_sums_in_float32():
 
 
 def dot_dtypes(fn, *args) -> list[str]:
-    """The operand dtype of every dot_general `fn(*args)` runs, inner programs included."""
-    found = []
-
-    def walk(jaxpr):
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "dot_general":
-                found.append(str(eqn.invars[0].aval.dtype))
-            for value in eqn.params.values():
-                for sub in (value if isinstance(value, (list, tuple)) else [value]):
-                    if hasattr(sub, "eqns"):
-                        walk(sub)
-                    elif hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
-                        walk(sub.jaxpr)
-
-    walk(jax.make_jaxpr(fn)(*args).jaxpr)
-    return found
+    """The left operand's dtype of every product `fn(*args)` runs (`fnbackprop.bench.products.jaxpr_dots`)."""
+    return [str(lhs.dtype) for lhs, _, _ in jaxpr_dots(jax.make_jaxpr(fn)(*args).jaxpr)]
 
 
 def draw(model, seed: int = 0):

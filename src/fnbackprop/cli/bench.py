@@ -14,11 +14,12 @@ from .common import console, error, not_applicable, positive_int, status_console
 #: the options each part of the benchmark reads (beyond --out and --quick)
 MODE_OPTIONS = {"conv_only": ("rounds",), "gpt_only": ("rounds", "data_path"), "rnn_only": ("rounds",), "memory": (), "tp": (),
                 "all": ("rounds", "gpu", "torch_compile", "data_path")}
+PARTS = tuple(mode for mode in MODE_OPTIONS if mode != "all")  # the options that pick one part
 
 
 def refusal(args: argparse.Namespace) -> str | None:
     """Why this benchmark command line cannot run as written (one line), or None."""
-    modes = [m for m in MODE_OPTIONS if m != "all" and m in args.given]
+    modes = [m for m in PARTS if m in args.given]
     if len(modes) > 1:
         return " and ".join("--" + m.replace("_", "-") for m in modes) + " each pick one part of the benchmark: give one"
     mode = modes[0] if modes else "all"
@@ -300,7 +301,7 @@ def _bench_tp(args: argparse.Namespace, out: Path) -> int:
 def _write_bench(args: argparse.Namespace, out: Path, results: dict) -> int:
     from ..bench.timing import write_json
 
-    suffix = ("-quick" if args.quick else "") + "".join("-" + m.removesuffix("_only") for m in MODE_OPTIONS if m != "all" and getattr(args, m))
+    suffix = ("-quick" if args.quick else "") + "".join("-" + m.removesuffix("_only") for m in PARTS if getattr(args, m))
     write_json(results, out / f"bench{suffix}.json")
     console.print(f"results: {out / f'bench{suffix}.json'}")
     return 0

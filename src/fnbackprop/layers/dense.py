@@ -50,28 +50,20 @@ def init_dense_params(key: Array, n_in: int, n_out: int, scheme: str, dtype: Any
 INIT_SCHEMES = ("lecun", "he", "nielsen", "nielsen_large")
 
 
-def rounded(a: Array, dtype: Any = None) -> Array:
-    """a rounded to `dtype` (bfloat16, say) for a product's operand; a itself without a dtype or in its own."""
-    return a if dtype is None or jnp.dtype(dtype) == a.dtype else a.astype(dtype)
-
-
 def matmul(a: Array, b: Array, dtype: Any = None) -> Array:
     """The matrix product a b with its operands rounded to `dtype` (bfloat16, say) and its sums of products
     kept in a's own dtype, as mixed-precision training multiplies: sum_k round(a_ik) round(b_kj). Without a
     dtype, or in a's own, plain a @ b."""
-    return _product(rounded(a, dtype), rounded(b, dtype), a.dtype)
-
-
-def _product(a: Array, b: Array, out: Any) -> Array:
-    """a @ b of operands already rounded, summed in `out` (plain a @ b when they are of that dtype)."""
-    return a @ b if a.dtype == out else jnp.matmul(a, b, preferred_element_type=out)
+    if dtype is None or jnp.dtype(dtype) == a.dtype:
+        return a @ b
+    return jnp.matmul(a.astype(dtype), b.astype(dtype), preferred_element_type=a.dtype)
 
 
 def dense_forward(params: dict, x: Array, dtype: Any = None) -> tuple[Array, Array]:
     """Z = A_prev W^T + b  (Ng: Z[l] = W[l] A[l-1] + B[l]); the cache is A_prev. Leading axes beyond the
     batch (a sequence's positions, x: (m, T, n_in)) are more rows; without "b" in params, no bias. With a
     `dtype`, the product's operands are rounded to it (`matmul`)."""
-    z = _product(rounded(x, dtype), rounded(params["W"], dtype).T, x.dtype)
+    z = matmul(x, params["W"].T, dtype)
     return (z + params["b"] if "b" in params else z), x
 
 
@@ -79,14 +71,11 @@ def dense_backward(params: dict, x: Array, dz: Array, dtype: Any = None) -> tupl
     """dW = dZ^T A_prev, db = sum_i dZ_i, dA_prev = dZ W  (Ng: dW = dZ A^T, dB = sum dZ, dA = W^T dZ).
 
     dZ already holds the 1/m of the averaged cost (see `fnbackprop.losses`). With a `dtype`, both products'
-    operands are rounded to it, as in the forward (`matmul`); each array is rounded before it is reshaped or
-    transposed, so that the forward's rounding of A_prev and W and this one's of dZ are computed once.
+    operands are rounded to it, as in the forward (`matmul`; XLA rounds each array once however often it is used).
     """
-    n_out, n_in = dz.shape[-1], x.shape[-1]
-    dz_r, x_r, W_r = rounded(dz, dtype), rounded(x, dtype), rounded(params["W"], dtype)
-    dW = _product(dz_r.reshape(-1, n_out).T, x_r.reshape(-1, n_in), x.dtype)  # every leading axis: rows
-    grads = {"W": dW, **({"b": jnp.sum(dz.reshape(-1, n_out), axis=0)} if "b" in params else {})}
-    return grads, _product(dz_r, W_r, dz.dtype)
+    rows, x_rows = dz.reshape(-1, dz.shape[-1]), x.reshape(-1, x.shape[-1])  # every leading axis: rows
+    grads = {"W": matmul(rows.T, x_rows, dtype), **({"b": jnp.sum(rows, axis=0)} if "b" in params else {})}
+    return grads, matmul(dz, params["W"], dtype)
 
 
 def dense(n_out: int, init: str = "lecun", bias: bool = True, dtype: Any = None) -> Layer:

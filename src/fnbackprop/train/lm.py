@@ -27,14 +27,14 @@ import optax
 
 from . import checkpoint
 from .data import data_location
-from ..models.gpt import GPT, gpt
+from ..models.gpt import GPT, MATMUL_DTYPES as GPT_MATMUL_DTYPES, gpt
 
 Array = jax.Array
 TEXT_ENV = "FNBACKPROP_TEXT"
 TEXT_NAME = "tinyshakespeare/input.txt"
 CHECKPOINT_NAME = "checkpoint.npz"
 FINAL_EVAL_BATCHES = 200
-MATMUL_DTYPES = ("auto", "float32", "bfloat16")  # LMConfig.matmul_dtype's values
+MATMUL_DTYPES = ("auto", *filter(None, GPT_MATMUL_DTYPES))  # LMConfig.matmul_dtype's values: auto, or one the GPT takes
 
 
 # ----- data --------------------------------------------------------------------------------------------
