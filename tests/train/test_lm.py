@@ -146,12 +146,14 @@ def test_auto_multiplies_in_bfloat16_only_on_a_cpu_with_native_bfloat16_instruct
         lm.replace(TINY, matmul_dtype="float16")
 
 
-def test_one_estimate_program_serves_both_splits_and_every_count_of_batches(trained, data):
-    """The estimate of n batches of a split (padded to the longer split's length, the loop's length an argument)
-    equals the mean of model.loss over the windows a direct loop draws with jax.random.split(key, n)."""
+@pytest.mark.parametrize("group", [1, 2])
+def test_one_estimate_program_serves_both_splits_and_every_count_of_batches(trained, data, group):
+    """The estimate of n batches of a split (padded to the longer split's length, the loop's length an argument),
+    one batch or two at a time, equals the mean of model.loss over the windows a direct loop draws with
+    jax.random.split(key, n)."""
     result, _ = trained
     model = lm.model_of(TINY, data.vocab_size)
-    estimate = lm.make_estimate(model, TINY, 50)
+    estimate = lm.make_estimate(model, TINY, 50, group=group)
     key = jax.random.PRNGKey(3)
     val = jnp.asarray(data.val)
     padded = jnp.pad(val, (0, len(data.train) - len(data.val)))
@@ -160,6 +162,30 @@ def test_one_estimate_program_serves_both_splits_and_every_count_of_batches(trai
                           for k in jax.random.split(key, n)])
         got = float(estimate(result.params, padded, len(data.val), key, n))
         assert abs(got - direct) < 1e-5 * max(1.0, abs(direct)), (n, got, direct)  # float32 sums in another order
+
+
+def test_an_estimate_takes_as_many_batches_at_once_as_divide_both_counts_within_the_token_budget():
+    cpu, gpu = lm.PRESETS["shakespeare-char-cpu"], lm.PRESETS["shakespeare-char-gpu"]
+    assert lm.estimate_group(cpu, 200) == 4  # 20 and 200 batches of 12 x 64: 4 x 768 = 3,072 tokens
+    assert lm.estimate_group(gpu, 200) == 1  # one batch of 64 x 256 is already over the budget
+    assert lm.estimate_group(lm.replace(cpu, eval_iters=7), 200) == 1  # 7 and 200 share no divisor but 1
+    assert lm.estimate_group(lm.replace(cpu, eval_iters=6), 200) == 2
+    assert lm.estimate_group(TINY, 10) == 2  # gcd(4, 10)
+
+
+def test_a_chunk_draws_iteration_its_batch_and_dropout_key_from_fold_in_of_its_number():
+    """Drawn for a whole chunk at once (vmapped), iteration it's windows are get_batch with the first key of
+    split(fold_in(key, it)) and its dropout key the second: the numbers of one iteration at a time."""
+    key, tokens = jax.random.PRNGKey(5), jnp.arange(100)
+    its = jnp.arange(3, 7)
+    starts, drop_keys = jax.jit(jax.vmap(lambda it: lm.iteration_draws(key, it, 100, TINY)))(its)
+    for row, it in enumerate(its):
+        k_batch, k_drop = jax.random.split(jax.random.fold_in(key, it))
+        x, y = lm.get_batch(k_batch, tokens, TINY.batch_size, TINY.block_size)
+        xs, ys = lm.windows(tokens, starts[row], TINY.block_size)
+        np.testing.assert_array_equal(xs, x)
+        np.testing.assert_array_equal(ys, y)
+        np.testing.assert_array_equal(drop_keys[row], k_drop)
 
 
 def test_a_failing_check_during_the_first_chunk_stops_the_run_before_anything_is_saved(data, tmp_path):
