@@ -1,13 +1,15 @@
 """Mixed precision: the GPT's linear maps multiplying operands rounded to bfloat16, their sums kept in float32.
 
 The derivation is proven in float64 (test_gpt.py); here, that `matmul` rounds exactly the operands and nothing
-else, that the GPT routes exactly its four linear maps per block through it, forward and backward, and that its
-hand-written gradients stay those of its own forward to within bfloat16's rounding.
+else, that the GPT routes exactly its four linear maps per block through it, forward and for dx (dW's products
+keep float32 operands, `dense_backward`), and that its hand-written gradients stay those of its own forward to
+within bfloat16's rounding.
 
 Tolerances. `matmul` against the exact products of the rounded operands: float32 sums of 64 terms, at most
 64 x 2^-24 (4e-6) of the sum of the terms' magnitudes; 1e-5 of it is asked, while skipping the rounding moves
 the result by ~1e-3 of it. The whole gradient against autodiff of the same forward: 2e-3 of its norm, bfloat16's
-unit roundoff 2^-9 (the two sides round differently ordered cotangents; measured 6.6e-4 to 7.9e-4 over 6 draws).
+unit roundoff 2^-9 (the two sides round differently ordered cotangents, and autodiff rounds dW to bfloat16 where
+the hand-written dW is float32; measured 6.7e-4 to 7.9e-4 over 6 draws).
 The mistakes below move it 5e-2 or more; those of test_gpt.py that move a GPT-2-initialised model's gradient less
 than the rounding (1/sqrt(hs) forgotten, GELU's erf-form derivative: 1e-3 and 7e-4) cannot be told from
 rounding here, which is why the command line's gradient check runs the model in float32."""
@@ -58,12 +60,13 @@ def draw(model, seed: int = 0):
 
 
 def test_exactly_the_four_linear_maps_of_each_block_multiply_in_bfloat16():
-    """Per block, c_attn, attention's c_proj, c_fc and the MLP's c_proj: 4 products forward, 8 backward (dW, dx);
-    attention's core (Q K^T, P V; backward dV, dP, dQ, dK) and the tied head (logits, dh, dwte) stay float32."""
+    """Per block, c_attn, attention's c_proj, c_fc and the MLP's c_proj: 4 products forward and 4 for dx in
+    bfloat16; their 4 dW products, attention's core (Q K^T, P V; backward dV, dP, dQ, dK) and the tied head
+    (logits, dh, dwte) stay float32."""
     model = fb.gpt(**CONFIG, matmul_dtype="bfloat16")
     dtypes = dot_dtypes(model.value_and_grad, *draw(model))
     L = CONFIG["n_layer"]
-    assert dtypes.count("bfloat16") == 12 * L and dtypes.count("float32") == 6 * L + 3 and len(dtypes) == 18 * L + 3
+    assert dtypes.count("bfloat16") == 8 * L and dtypes.count("float32") == 10 * L + 3 and len(dtypes) == 18 * L + 3
     assert set(dot_dtypes(replace(model, matmul_dtype=None).value_and_grad, *draw(model))) == {"float32"}
 
 

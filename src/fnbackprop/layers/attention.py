@@ -90,7 +90,7 @@ def attention_forward(params: dict, x: Array, n_head: int, rate: float = 0.0, ke
     `scales` (att_scale, out_scale), the dropout masks already scaled by 1 / (1 - rate), stand for the key
     (a tensor-parallel rank takes its slice of the one-device masks: `fnbackprop.parallel.tensor`).
     hs is read from c_attn's output, 3 nh hs wide: a rank holding nh / tp heads runs this unchanged.
-    With a `dtype`, c_attn's and c_proj's products take their operands rounded to it (`dense.matmul`); the
+    With a `dtype`, c_attn's and c_proj's products (forward, and dx's) take their operands rounded to it; the
     core's (Q K^T and P V) stay in x's dtype (at T = 64 and hs = 32, bfloat16 there made a CPU step no faster).
     """
     qkv, _ = dense_forward(params["c_attn"], x, dtype)

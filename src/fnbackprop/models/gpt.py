@@ -73,8 +73,9 @@ class GPT:
     plain and with recompute_norm, 966 with recompute_gelu; 380 with attention_block 32 and head_chunk 256.
 
     `matmul_dtype` "bfloat16" is mixed precision: the products of each block's four linear maps (c_attn, attention's
-    c_proj, c_fc, the MLP's c_proj), forward and backward, take their operands rounded to bfloat16 and sum them in
-    the parameters' dtype (`fnbackprop.layers.dense.matmul`); the parameters, the optimizer, the element-wise
+    c_proj, c_fc, the MLP's c_proj), forward and for dx, take their operands rounded to bfloat16 and sum them in
+    the parameters' dtype (`fnbackprop.layers.dense.matmul`); their dW products (`dense_backward`: no bfloat16
+    kernel on XLA's CPU backend for them), the parameters, the optimizer, the element-wise
     steps, attention's core and the tied head stay as they are. None (the default) multiplies in the operands' own
     dtype. The equations are the same; only their operands are rounded."""
 
