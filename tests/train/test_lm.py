@@ -99,6 +99,19 @@ def test_training_learns_a_periodic_text_and_writes_its_results(trained, data):
     assert (out / "loss.png").stat().st_size > 1000
 
 
+def test_iteration_0_is_evaluated_on_the_initial_parameters(trained, data):
+    """The iteration-0 record is taken while the first chunk runs, on a copy of the parameters that chunk takes
+    over: it must be the initial parameters' loss (seed's first key), not the chunk's result."""
+    result, _ = trained
+    model = lm.model_of(TINY, data.vocab_size)
+    k_init, _, k_eval = jax.random.split(jax.random.PRNGKey(TINY.seed), 3)
+    estimate = lm.make_estimate(model, TINY, 10, group=lm.estimate_group(TINY, 10))
+    train = jnp.asarray(data.train)  # the longer split: its padding is none
+    expected = float(estimate(model.init(k_init), train, len(data.train), jax.random.fold_in(k_eval, 0), TINY.eval_iters))
+    assert abs(result.history[0]["train_loss"] - expected) <= 1e-6 * expected
+    assert result.history[1]["train_loss"] < expected - 0.1  # 20 iterations later the loss is well below it
+
+
 def test_a_resumed_run_ends_exactly_where_the_uninterrupted_one_does(trained, data, tmp_path):
     result, _ = trained
     lm.train_lm(lm.replace(TINY, max_iters=40), data, tmp_path, final_batches=2)

@@ -180,7 +180,7 @@ def run_train_gpt(args: argparse.Namespace) -> int:
                   f"batch {config.batch_size}, {config.grad_source} gradients, products in {config.matmul_dtype}"
                   + (f", split over a data {args.mesh[0]} x model {args.mesh[1]} mesh" if mesh is not None else "")
                   + (" with sequence parallelism" if args.sequence_parallel else "") + f"; writing to {out}", highlight=False)
-    x, y = get_batch(jax.random.PRNGKey(1), jax.numpy.asarray(data.train), config.batch_size, config.block_size)
+    x, y = jax.jit(get_batch, static_argnums=(2, 3))(jax.random.PRNGKey(1), data.train, config.batch_size, config.block_size)
     # run while the first chunk runs, in float32: it checks the derivation, and bfloat16's rounding alone would part
     # the hand-written and autodiff gradients by ~1e-3, more than its tolerance
     checked = functools.partial(gradient_check_or_stop, replace(model, matmul_dtype=None), params, x, y)

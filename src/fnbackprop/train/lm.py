@@ -341,8 +341,9 @@ def train_lm(config: LMConfig, data: CharData, out_dir: str | os.PathLike | None
     the checkpoint in `out_dir` (which must be of the same configuration but for max_iters). `check_meanwhile()`
     runs once the first chunk of iterations is on its way, and before anything of it is recorded or saved (it may
     raise to stop the run: the command line waits there for its gradient check, which runs meanwhile, so the
-    check is off the path to the first iteration); `first_iteration_at` (time.time())
-    is when that iteration started.
+    check is off the path to the first iteration); iteration 0's evaluation follows it there, on a copy of the
+    initial parameters, and counts in `train_seconds`. `first_iteration_at` (time.time()) is when that iteration
+    started.
 
     With `mesh` (axes data x model, `fnbackprop.parallel.make_mesh(data=, model=)`), the GPT is split over it
     (`fnbackprop.parallel.tensor_parallel`, with `sequence_parallel` if asked): parameters and optimizer state
@@ -385,12 +386,13 @@ def train_lm(config: LMConfig, data: CharData, out_dir: str | os.PathLike | None
         return float(estimate(params, padded[name], len(getattr(data, name)), key, n_batches))
 
     stops = evaluation_stops(config, start)
+    lr_at = jax.jit(learning_rate(config))  # one program, not one per operation of the schedule
 
     def evaluate(params, it: int, seconds: float, losses: Array | None) -> dict:
         k = jax.random.fold_in(k_eval, it)
         record = {"iteration": it, "train_loss": loss_of(params, "train", k, config.eval_iters),
                   "val_loss": loss_of(params, "val", jax.random.fold_in(k, 1), config.eval_iters),
-                  "lr": float(learning_rate(config)(it)), "seconds": seconds}
+                  "lr": float(lr_at(it)), "seconds": seconds}
         if losses is not None:
             record["batch_loss"] = float(losses[-1])
         if not math.isfinite(record["train_loss"]):
@@ -405,14 +407,17 @@ def train_lm(config: LMConfig, data: CharData, out_dir: str | os.PathLike | None
 
     chunks = {n: chunk_of(n) for n in sizes}
     elapsed = history[-1]["seconds"] if history else 0.0
-    if not history:
-        history.append(evaluate(params, 0, 0.0, None))
+    # iteration 0's evaluation runs on a copy of the initial parameters once the first chunk, which takes them
+    # over (donated), is on its way: nothing waits for it before the first iteration
+    initial = None if history else compiled(("copy",), lambda: jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree)))(params)
     first_iteration_at = time.time()
     began, it = time.perf_counter() - elapsed, start
     for number, stop in enumerate(stops):
         params, opt_state, losses = chunks[stop - it](params, opt_state, train_tokens, k_train, it)
         if number == 0 and check_meanwhile is not None:  # while the first chunk runs
             check_meanwhile()
+        if number == 0 and initial is not None:
+            history.append(evaluate(initial, 0, 0.0, None))
         it = stop
         losses.block_until_ready()  # the chunk's end, not its dispatch, is when its iterations were done
         record = evaluate(params, it, time.perf_counter() - began, losses)
