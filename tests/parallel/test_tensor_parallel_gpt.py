@@ -10,6 +10,10 @@ every planted mistake is off by more than 1e-2)."""
 
 import pytest
 
+# the whole file in the slow step: its 8-device worker takes ~40 s, an eighth of the quick suite's budget; the
+# quick suite keeps the split block (test_tensor_parallel.py)
+pytestmark = pytest.mark.slow
+
 TOL = 1e-12
 WORKER = "tensor_parallel_gpt_worker.py"
 
