@@ -84,7 +84,8 @@ def dense_backward(params: dict, x: Array, dz: Array, dtype: Any = None) -> tupl
 
 def dense(n_out: int, init: str = "lecun", bias: bool = True, dtype: Any = None) -> Layer:
     """A fully connected layer without activation: Z = A_prev W^T + b (no b with bias=False), on
-    inputs (m, n_in) or (m, ..., n_in); with a `dtype`, its products' operands rounded to it (`matmul`)."""
+    inputs (m, n_in) or (m, ..., n_in); with a `dtype`, the forward's and dA_prev's products take their operands
+    rounded to it (`matmul`), dW's keep theirs (`dense_backward`)."""
     if not isinstance(n_out, int) or n_out <= 0:
         raise ValueError(f"dense layer width must be a positive integer, got {n_out!r}")
     if init not in INIT_SCHEMES:

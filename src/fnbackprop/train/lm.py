@@ -300,7 +300,7 @@ def make_estimate(model: GPT, config: LMConfig, most_batches: int, split: Any = 
     return jax.jit(estimate)
 
 
-GROUP_TOKENS = 3072  # tokens per forward in an estimate: 4 batches of the CPU preset ran 20 batches in 117 against 151 ms
+GROUP_TOKENS = 3072  # the most tokens an estimate's forward takes at once (`estimate_group`)
 
 
 def estimate_group(config: LMConfig, final_batches: int) -> int:
